@@ -34,7 +34,9 @@ from sync_manager.ondisk.request import RequestRecord
 __all__ = [
     "BITMAP_OFFSET",
     "BITMAP_SIZE",
+    "FIRST_HOST_SECTOR",
     "LVB_SECTOR",
+    "REQUEST_SECTOR",
     "LockspaceInit",
     "ResourceArea",
     "bitmap_hosts",
