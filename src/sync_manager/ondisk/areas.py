@@ -16,7 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sync_manager.errors import TruncatedArea, UsageError
+from sync_manager.errors import (
+    SANLK_LEADER_SECTORSIZE,
+    CorruptRecord,
+    TruncatedArea,
+    UsageError,
+)
 from sync_manager.ondisk.dblock import MBLOCK_OFFSET, ModeBlock, PaxosDblock
 from sync_manager.ondisk.geometry import Geometry
 from sync_manager.ondisk.leader import (
@@ -193,6 +198,13 @@ class ResourceArea:
     @classmethod
     def unpack(cls, data: bytes | memoryview, sector_size: int) -> ResourceArea:
         """Decode a resource area read from its start (at least two sectors)."""
+        if sector_size not in (512, 4096):
+            raise CorruptRecord(
+                record="resource lease",
+                expected="sector size 512 or 4096",
+                found=sector_size,
+                code=SANLK_LEADER_SECTORSIZE,
+            )
         if len(data) < FIRST_HOST_SECTOR * sector_size:
             raise TruncatedArea(
                 offset=0,
