@@ -24,20 +24,13 @@ from sync_manager.core.delta import (
     NO_EVENT,
     DeltaLease,
     HostEvent,
-    HostMessage,
-    HostState,
-    HostView,
     Lockspace,
-    Notices,
     acquire,
-    bit_is_set,
-    make_bitmap,
     overlay_c_string,
     read_area,
     read_delta,
     release,
     renew,
-    requesting_hosts,
     write_renewal,
 )
 from sync_manager.core.effects import Effect, Now, Read, Sleep, Step, Write
@@ -49,6 +42,15 @@ from sync_manager.core.errors import (
     HostIdBusy,
     RenewDiff,
     RenewOwner,
+)
+from sync_manager.core.hosts import (
+    HostMessage,
+    HostState,
+    HostView,
+    Notices,
+    bit_is_set,
+    make_bitmap,
+    requesting_hosts,
 )
 from sync_manager.errors import (
     SANLK_LEADER_CHECKSUM,
