@@ -33,8 +33,13 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.mark.parametrize(("sector", "align", "align_bytes"), GEOMETRIES)
 def test_init_images_identical(
-    sector: int, align: str, align_bytes: int, sanlock: Run, ours: Run,
-    lease_file: Callable[[int], Path], tmp_path: Path,
+    sector: int,
+    align: str,
+    align_bytes: int,
+    sanlock: Run,
+    ours: Run,
+    lease_file: Callable[[int], Path],
+    tmp_path: Path,
 ) -> None:
     """Both tools' init images of a lockspace and two resources are byte-identical."""
     theirs = lease_file(4 * align_bytes // MIB)
@@ -43,15 +48,28 @@ def test_init_images_identical(
     for tool, path in ((sanlock, theirs), (ours, mine)):
         _ok(tool("direct", "init", "-s", f"LS:0:{path}:0", "-o", "7", *_sizes(sector, align)))
         _ok(tool("direct", "init", "-r", f"LS:R1:{path}:{align_bytes}", *_sizes(sector, align)))
-        _ok(tool("direct", "init", "-r", f"LS:R2:{path}:{2 * align_bytes}", "-n", "9",
-                 *_sizes(sector, align)))
+        _ok(
+            tool(
+                "direct",
+                "init",
+                "-r",
+                f"LS:R2:{path}:{2 * align_bytes}",
+                "-n",
+                "9",
+                *_sizes(sector, align),
+            )
+        )
     size = 3 * align_bytes
     assert mine.read_bytes()[:size] == theirs.read_bytes()[:size]
 
 
 @pytest.mark.parametrize(("sector", "align", "align_bytes"), GEOMETRIES)
 def test_read_leader_output_matches(
-    sector: int, align: str, align_bytes: int, sanlock: Run, ours: Run,
+    sector: int,
+    align: str,
+    align_bytes: int,
+    sanlock: Run,
+    ours: Run,
     lease_file: Callable[[int], Path],
 ) -> None:
     """On a lockspace with a joined host and a held resource, read_leader prints the same."""
@@ -74,27 +92,35 @@ def test_read_leader_output_matches(
 @pytest.mark.parametrize("force", ["0", "1", "2"])
 @pytest.mark.parametrize(("sector", "align", "align_bytes"), GEOMETRIES[:2])
 def test_dump_output_matches(
-    force: str, sector: int, align: str, align_bytes: int, sanlock: Run, ours: Run,
+    force: str,
+    sector: int,
+    align: str,
+    align_bytes: int,
+    sanlock: Run,
+    ours: Run,
     lease_file: Callable[[int], Path],
 ) -> None:
     """``dump`` prints what sanlock's prints, whole file and with offset and size."""
     path = lease_file(8)
     _ok(sanlock("direct", "init", "-s", f"LS:0:{path}:0", "-o", "1", *_sizes(sector, align)))
     for i in (1, 2, 3):
-        _ok(sanlock("direct", "init", "-r", f"LS:R{i}:{path}:{i * align_bytes}",
-                    *_sizes(sector, align)))
+        _ok(
+            sanlock(
+                "direct", "init", "-r", f"LS:R{i}:{path}:{i * align_bytes}", *_sizes(sector, align)
+            )
+        )
     _ok(sanlock("direct", "acquire_id", "-s", f"LS:1:{path}:0", "-e", "alpha"))
     _ok(sanlock("direct", "acquire_id", "-s", f"LS:2:{path}:0", "-e", "beta"))
-    _ok(sanlock("direct", "acquire", "-r", f"LS:R2:{path}:{2 * align_bytes}", "-i", "2",
-                "-g", "1"))
+    _ok(sanlock("direct", "acquire", "-r", f"LS:R2:{path}:{2 * align_bytes}", "-i", "2", "-g", "1"))
     for spec in (str(path), f"{path}:{align_bytes}:{2 * align_bytes}", f"{path}:0:1M"):
         expected = _ok(sanlock("direct", "dump", spec, "-f", force))
         assert _ok(ours("direct", "dump", spec, "-f", force)) == expected
         assert expected.count("\n") >= 2
 
 
-def test_ours_written_sanlock_acquires(sanlock: Run, ours: Run,
-                                       lease_file: Callable[[int], Path]) -> None:
+def test_ours_written_sanlock_acquires(
+    sanlock: Run, ours: Run, lease_file: Callable[[int], Path]
+) -> None:
     """sanlock's own acquire works on areas we initialized, and we read its result."""
     path = lease_file(4)
     _ok(ours("direct", "init", "-s", f"LS:0:{path}:0", "-o", "1"))
@@ -118,8 +144,9 @@ def test_cleared_resource(sanlock: Run, ours: Run, lease_file: Callable[[int], P
     assert mine.returncode == 1
 
 
-def test_corrupt_byte_reported_alike(sanlock: Run, ours: Run,
-                                     lease_file: Callable[[int], Path]) -> None:
+def test_corrupt_byte_reported_alike(
+    sanlock: Run, ours: Run, lease_file: Callable[[int], Path]
+) -> None:
     """A flipped byte in a leader: both report a checksum error; we write nothing."""
     path = lease_file(2)
     _ok(sanlock("direct", "init", "-r", f"LS:R:{path}:0"))

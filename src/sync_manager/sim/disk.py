@@ -27,6 +27,10 @@ class FakeDisk:
         self.bytes_read = 0
         self.bytes_written = 0
 
+    def check(self, offset: int, length: int) -> None:
+        """Raise UsageError or DeviceTooSmall unless ``[offset, offset+length)`` is valid I/O."""
+        self._check(offset, length)
+
     def _check(self, offset: int, length: int) -> None:
         if offset % self.sector_size or length % self.sector_size or length <= 0:
             raise UsageError(
@@ -49,6 +53,11 @@ class FakeDisk:
         """Apply one sector of a write (the unit of atomicity)."""
         self._check(offset, len(data))
         self.data[offset : offset + len(data)] = data
+
+    def count_write(self, length: int) -> None:
+        """Count one write of ``length`` bytes that is applied piece by piece (write_sector)."""
+        self.writes += 1
+        self.bytes_written += length
 
     def write(self, offset: int, data: bytes) -> None:
         """Write whole sectors at ``offset``, all at once."""
