@@ -154,6 +154,7 @@ class HostView:
         self.first_check: float | None = None
         self.last_check: float | None = None
         self._seen = [_Seen() for _ in range(ls.geometry.max_hosts)]
+        self._last_area = memoryview(b"")  # the area of the previous update
 
     # --- feeding -------------------------------------------------------------------------
 
@@ -178,13 +179,18 @@ class HostView:
         self.last_check = now
         events: list[HostMessage] = []
         requests: list[int] = []
+        view, last = memoryview(area), self._last_area
+        size = geometry.sector_size
         for index in range(geometry.max_hosts):
-            start = index * geometry.sector_size
+            start = index * size
+            if last[start : start + size] == view[start : start + size]:
+                continue  # the same bytes as last time: looking again changes nothing
             message, request = self._look(index, area, start, now)
             if message is not None:
                 events.append(message)
             if request:
                 requests.append(index + 1)
+        self._last_area = memoryview(bytes(area))
         return Notices(tuple(events), tuple(requests))
 
     def _look(

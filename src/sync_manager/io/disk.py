@@ -75,7 +75,7 @@ class _Op:
         self.offset = offset
         self.length = length
         self.nbytes = 0
-        self.error: OSError | None = None
+        self.error: Exception | None = None
         self.done = threading.Lock()
         self.done.acquire()
 
@@ -105,7 +105,7 @@ def _serve(ops: queue.SimpleQueue[_Op | None], closing: list[mmap.mmap]) -> None
                 op.nbytes = os.preadv(op.fd, (view,), op.offset)
             else:
                 op.nbytes = os.pwritev(op.fd, (view,), op.offset)
-        except OSError as exc:
+        except Exception as exc:  # handed to the caller; the worker must live on
             op.error = exc
         finally:
             view.release()
@@ -285,7 +285,7 @@ class Storage:
             DirectIOUnsupported: the filesystem refused this O_DIRECT read (EINVAL).
             DiskIOError: any other failure (EIO, ...), with its errno.
         """
-        return self._run(_READ, offset, length, None, timeout) or b""
+        return self._run(_READ, offset, length, None, timeout)
 
     def write(self, offset: int, data: bytes, *, timeout: float | None = None) -> None:
         """Write ``data`` (whole sectors: callers pad) at ``offset``, within ``timeout`` seconds.
@@ -307,8 +307,8 @@ class Storage:
 
     def _run(
         self, kind: str, offset: int, length: int, data: bytes | None, timeout: float | None
-    ) -> bytes | None:
-        """Run one I/O on the worker within the deadline; return the bytes read, if a read.
+    ) -> bytes:
+        """Run one I/O on the worker within the deadline; return the bytes read (b"" if a write).
 
         Order: validate; take the Storage lock; wait for an abandoned I/O, if any; copy the
         data into the aligned buffer; hand the op to the worker; wait for it; copy out.
@@ -350,7 +350,7 @@ class Storage:
                 raise IOTimeout(self.path, f"{op.describe()} did not complete within {timeout:g} s")
             self._pending = None
             if op.error is None and op.nbytes == length:
-                return self._buf[:length] if data is None else None
+                return self._buf[:length] if data is None else b""
         finally:
             self._lock.release()
         if op.error is not None:
@@ -406,7 +406,9 @@ class Storage:
             f"{offset} needs at least {offset + length} bytes",
         )
 
-    def _io_error(self, op: _Op, exc: OSError) -> Exception:
+    def _io_error(self, op: _Op, exc: Exception) -> Exception:
+        if not isinstance(exc, OSError):
+            return DiskIOError(self.path, f"{op.describe()} failed: {exc!r}", err=errno.EIO)
         code = exc.errno or errno.EIO
         if code == errno.EINVAL:
             return DirectIOUnsupported(
@@ -499,11 +501,12 @@ def _open_error(path: str, exc: OSError, *, readonly: bool) -> DiskIOError:
         message = "does not exist"
     elif code == errno.EROFS:
         message = f"cannot open for {mode}: read-only file system"
-    elif code in (errno.EACCES, errno.EPERM):
+    elif code == errno.EACCES:
+        message = f"cannot open for {mode}: permission denied"
+    elif code == errno.EPERM:
         message = (
-            f"cannot open for {mode}: permission denied "
-            f"({'file is read-only or immutable, or ' if not readonly else ''}"
-            f"access denied: {os.strerror(code)})"
+            f"cannot open for {mode}: permission denied (EPERM: an immutable or append-only "
+            "file is read-only, even for root)"
         )
     elif code == errno.EISDIR:
         message = "is a directory, not a lease file or block device"

@@ -167,6 +167,7 @@ class Host:
         "io_rng",
         "io_timeout",
         "name",
+        "on_crash",
         "on_restart",
         "pause_until",
         "paused",
@@ -186,6 +187,7 @@ class Host:
         self.clock = clock
         self.io_timeout = io_timeout
         self.on_restart = on_restart
+        self.on_crash: Callable[[Host], None] | None = None  # told when the host goes down
         self.alive = True
         self.incarnation = 0
         self.paused = False
@@ -716,6 +718,8 @@ class Simulation:
             if channel.busy is not None:
                 channel.busy.abandoned = True
         host.channels = {}
+        if host.on_crash is not None:
+            host.on_crash(host)
 
     def restart(self, host: Host, *, at: float | None = None) -> None:
         """Restart ``host`` at ``at`` (crashing it first if it is up); calls its on_restart."""
