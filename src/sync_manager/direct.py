@@ -14,7 +14,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sync_manager.core import delta, paxos, paxos_io
+from sync_manager.core import delta, paxos
 from sync_manager.core.paxos_errors import ReleaseOwner
 from sync_manager.errors import OnDiskError, SyncManagerError, UsageError
 from sync_manager.io.disk import Storage
@@ -22,9 +22,9 @@ from sync_manager.io.driver import Driver
 from sync_manager.leasestr import DiskLocation, LockspaceSpec, ResourceSpec
 from sync_manager.ondisk.areas import (
     FIRST_HOST_SECTOR,
-    ResourceArea,
     bitmap_hosts,
     delta_offset,
+    host_sector_offset,
     lockspace_init,
     resource_init,
 )
@@ -217,7 +217,7 @@ def acquire_resource(
     """
     host = paxos.Host(host_id, generation)
     with Driver(io_timeout) as driver:
-        resource = _resource(driver, spec)
+        resource, hint = _resource(driver, spec)
         return driver.run(
             paxos.acquire(
                 resource,
@@ -226,6 +226,7 @@ def acquire_resource(
                 lver=spec.lver,
                 shared=spec.shared,
                 num_hosts=num_hosts or None,
+                num_hosts_hint=hint,
             )
         )
 
@@ -241,7 +242,7 @@ def release_resource(
     """
     host = paxos.Host(host_id, generation)
     with Driver(io_timeout) as driver:
-        resource = _resource(driver, spec)
+        resource, _ = _resource(driver, spec)
         leader = driver.run(paxos.read_leader(resource))
         if spec.shared:
             dblock = _our_dblock(driver, resource, host_id)
@@ -301,20 +302,24 @@ def _lockspace(
     )
 
 
-def _resource(driver: Driver, spec: ResourceSpec) -> paxos.Resource:
+def _resource(driver: Driver, spec: ResourceSpec) -> tuple[paxos.Resource, int | None]:
+    """The lease of ``spec`` with the geometry and num_hosts its leader records (if any)."""
     path, offset = spec.disks[0].path, spec.disks[0].offset
-    geometry = _existing_geometry(driver.storage(path), offset, None, None)
-    return paxos.Resource(
-        spec.lockspace, spec.name, tuple((d.path, d.offset) for d in spec.disks), geometry
-    )
+    head = _read_head(driver.storage(path), offset)
+    geometry = _declared_geometry(head) or Geometry.default_for(driver.storage(path).sector_size)
+    hint = LeaderRecord.unpack(head).num_hosts if _magic(head) == PAXOS_MAGIC else None
+    disks = tuple((d.path, d.offset) for d in spec.disks)
+    return paxos.Resource(spec.lockspace, spec.name, disks, geometry), hint or None
 
 
 def _our_dblock(driver: Driver, resource: paxos.Resource, host_id: int) -> PaxosDblock:
-    data, leader, geometry = driver.run(paxos_io.read_area(resource))
-    area = ResourceArea.unpack(data, geometry.sector_size)
-    if host_id > len(area.dblocks):
-        raise UsageError(f"host id {host_id} is above the lease's num_hosts {leader.num_hosts}")
-    return area.dblocks[host_id - 1]
+    """Our dblock on the first disk: one sector, where our last ballot left it."""
+    path, base = resource.disks[0]
+    geometry = resource.geometry
+    sector = driver.storage(path).read(
+        base + host_sector_offset(host_id, geometry), geometry.sector_size
+    )
+    return PaxosDblock.unpack(sector)
 
 
 # --- dump ------------------------------------------------------------------------------------
@@ -451,15 +456,18 @@ def _existing_geometry(
     """The geometry of an existing area: explicit sizes, else what its first record says."""
     if sector_size and align_size:
         return Geometry(sector_size, align_size)
+    geometry = _declared_geometry(_read_head(storage, offset))
+    if geometry is not None:
+        return geometry
+    return Geometry.default_for(sector_size or storage.sector_size)
+
+
+def _read_head(storage: Storage, offset: int) -> bytes:
+    """The first bytes of an area: enough for a leader record in either sector size."""
     probe = max(_PROBE_SIZE, storage.sector_size)
     if offset + probe > storage.size:
         probe = storage.sector_size
-    geometry = _declared_geometry(storage.read(offset, probe))
-    if geometry is not None:
-        return geometry
-    if sector_size:
-        return Geometry.default_for(sector_size)
-    return Geometry.default_for(storage.sector_size)
+    return storage.read(offset, probe)
 
 
 def _validate_sizes(sector_size: int | None, align_size: int | None) -> None:

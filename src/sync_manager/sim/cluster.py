@@ -2,8 +2,10 @@
 
 Each simulated host runs what the daemon runs, built from the same pure steps as the real one:
 it joins the lockspace (delta acquire), renews its host id every ``2N`` seconds, watches the
-other hosts (HostView), and a random workload acquires, converts and releases resource leases
-on behalf of "processes". Fencing is modelled the way sanlock does it (spec 8):
+other hosts (HostView), and a random workload (or, with ``workload=False``, a test calling each
+daemon's ``request_acquire``/``request_release``/``request_convert``) acquires, converts and
+releases resource leases on behalf of "processes". Fencing is modelled the way sanlock does it
+(spec 8):
 
 * the **supervisor** checks every second; once the last good renewal is ``8N`` old it kills
   the holders: SIGTERM (which a process may ignore), then SIGKILL from ``8N + kill_grace``;
@@ -13,7 +15,18 @@ on behalf of "processes". Fencing is modelled the way sanlock does it (spec 8):
   renewal expired (``last + 8N - 10``), unless the lockspace was stopped cleanly first.
 
 A holder counts for the invariants (sim/invariants.py) from the moment its acquire returned to
-the moment its process is really dead. Everything runs on the deterministic engine
+the moment its process is really dead.
+
+**Assumption on late writes.** A write abandoned after its deadline may still land later (the
+engine models that), but not arbitrarily later: the storage stack (SCSI command timeouts,
+multipath ``no_path_retry``) fails or completes it within a bound. If a host's stale leader
+write (say, the release of lver 3) could land after another host has taken the lease over and
+committed lver 4 or more, the leader on disk would go back to lver 3; Disk Paxos still keeps
+the current holder safe (its dblock's higher lver makes every new ballot abort) but lver is
+seen to go down and the history of decided versions is lost. A takeover happens at least
+``host_dead - renewal`` = 6N + 60 seconds after the owner's last write was issued, so
+:func:`max_io_delay` keeps faults below that; sanlock relies on the same bound, which is why
+multipath must not queue I/O forever under a lockspace. Everything runs on the deterministic engine
 (sim/engine.py); the same seed replays the same run.
 """
 
@@ -40,10 +53,15 @@ from sync_manager.sim.faults import FaultPlan
 from sync_manager.sim.invariants import Checker, Violation
 from sync_manager.timeouts import WDMD_TEST_INTERVAL, Timeouts
 
-__all__ = ["Cluster", "ClusterConfig", "ClusterReport"]
+__all__ = ["Cluster", "ClusterConfig", "ClusterReport", "max_io_delay"]
 
 DISK = "lun0"
 _IO_ERRORS = (IOTimeout, DiskIOError)
+
+
+def max_io_delay(timeouts: Timeouts) -> float:
+    """The longest an abandoned I/O may take to land or fail for leases to stay consistent."""
+    return float(timeouts.host_dead - timeouts.renewal - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +83,7 @@ class ClusterConfig:
     rejoin_delay: tuple[float, float] = (1.0, 30.0)
     restart_delay: tuple[float, float] = (5.0, 60.0)  # after a watchdog reset
     fencing: bool = True  # False: neither kill nor watchdog (a mutation the checker must catch)
+    workload: bool = True  # False: no random workload; drive each daemon by its request_* calls
     timeouts: Timeouts | None = None  # None: Timeouts(io_timeout, kill_grace)
 
     def timings(self) -> Timeouts:
@@ -146,7 +165,7 @@ class Cluster:
         for daemon in self.daemons:
             daemon.start()
         self.sim.run(until=self.config.duration)
-        tail = self.sim.format_trace(last=60) if self.checker.violations else ""
+        tail = self.sim.format_trace(last=60)
         return ClusterReport(
             self.seed,
             self.config,
@@ -270,7 +289,8 @@ class _Daemon:
         epoch = self.epoch
         self._spawn(self._renewal_loop(ls, epoch), _ignore, "ls")
         self._spawn(self._supervisor(epoch), _ignore, "supervisor")
-        self._spawn(self._workload(epoch), _ignore, "workload")
+        if self.cluster.config.workload:
+            self._spawn(self._workload(epoch), _ignore, "workload")
 
     def _renewal_loop(self, ls: delta.Lockspace, epoch: int) -> Step[None]:
         previous_ok = True
@@ -407,7 +427,7 @@ class _Daemon:
         assert self.lease is not None
         return paxos.Host(self.host_id, self.lease.generation)
 
-    def _liveness(self) -> dict[str, Any]:
+    def _liveness(self, nowait: bool | None = None) -> dict[str, Any]:
         assert self.view is not None
         view = self.view
         observations = {}
@@ -425,18 +445,25 @@ class _Daemon:
             "lockspace": LockspaceDisk(DISK, 0, self.cluster.geometry, self.t.io_timeout),
             "owner_observations": observations,
             "is_alive": lambda h, g: view.is_alive(h, g, self.host.clock_now()),
-            "owner_nowait": self.rng.random() < self.cluster.config.nowait_probability,
+            "owner_nowait": (
+                self.rng.random() < self.cluster.config.nowait_probability
+                if nowait is None
+                else nowait
+            ),
         }
 
-    def _acquire(self, r: int, epoch: int) -> None:
-        shared = self.rng.random() < self.cluster.config.shared_probability
+    def _acquire(
+        self, r: int, epoch: int, *, shared: bool | None = None, nowait: bool | None = None
+    ) -> None:
+        if shared is None:
+            shared = self.rng.random() < self.cluster.config.shared_probability
         self.acquiring.add(r)
         step = paxos.acquire(
             self.cluster.resource(r),
             self._paxos_host(),
             rng=self.rng,
             shared=shared,
-            **self._liveness(),
+            **self._liveness(nowait),
         )
 
         def done(result: paxos.AcquireResult | Exception) -> None:
@@ -449,9 +476,10 @@ class _Daemon:
             self.cluster.counts["acquire"] += 1
             mode = "SH" if result.shared else "EX"
             self._hold(r, mode, result)
-            self.sim.call_later(
-                self.rng.uniform(*self.cluster.config.hold), lambda: self._release(r, epoch)
-            )
+            if self.cluster.config.workload:
+                self.sim.call_later(
+                    self.rng.uniform(*self.cluster.config.hold), lambda: self._release(r, epoch)
+                )
 
         self._spawn(step, done, f"r{r}")
 
@@ -518,6 +546,33 @@ class _Daemon:
                 self.cluster.checker.released(f"R{r}", self.host.name)
 
         self._spawn(step, done, f"r{r}")
+
+    # --- explicit actions (a test's schedule, with ``workload=False``) ----------------------
+
+    def request_acquire(self, r: int, *, shared: bool, nowait: bool) -> bool:
+        """A new process asks for lease ``r`` (``nowait``: owner_nowait) and, once it has it,
+        holds it until :meth:`request_release` or until it is killed. False, and nothing done,
+        unless the lockspace is joined and this host neither holds nor is acquiring ``r``."""
+        if self.state != "live" or r in self.holders or r in self.acquiring:
+            return False
+        self._acquire(r, self.epoch, shared=shared, nowait=nowait)
+        return True
+
+    def request_release(self, r: int) -> bool:
+        """The holder of lease ``r`` exits and the daemon releases it; False if none is idle."""
+        holder = self.holders.get(r)
+        if holder is None or holder.busy:
+            return False
+        self._release(r, self.epoch)
+        return True
+
+    def request_convert(self, r: int) -> bool:
+        """The holder of lease ``r`` converts it (EX to SH, SH to EX); False if it cannot."""
+        holder = self.holders.get(r)
+        if holder is None or holder.busy or self.state != "live":
+            return False
+        self._convert(r, holder, self.epoch)
+        return True
 
     def _failed(self, what: str, error: Exception) -> None:
         if isinstance(error, TaskCancelled):
