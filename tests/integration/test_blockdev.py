@@ -8,12 +8,9 @@ reason; in CI (``CI=true``) it fails.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,37 +18,15 @@ import pytest
 from sync_manager.errors import DeviceTooSmall, DiskIOError, UsageError
 from sync_manager.io import blockdev
 from sync_manager.io.disk import Storage
+from tests.loopdev import loop_device
 
 pytestmark = pytest.mark.root
 
 MiB = 1 << 20
 
 
-def _require(ok: object, reason: str) -> None:
-    """Skip (outside CI) or fail (in CI) when a capability the test needs is missing."""
-    if ok:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"missing capability in CI: {reason}")
-    pytest.skip(reason)
-
-
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, check=False)
-
-
-@contextlib.contextmanager
-def loop_device(backing: Path, *options: str) -> Iterator[str]:
-    """Attach ``backing`` to a free loop device; yield its path; detach it afterwards."""
-    _require(os.geteuid() == 0, "loop devices need root")
-    _require(shutil.which("losetup"), "needs losetup (util-linux)")
-    proc = _run("losetup", "--find", "--show", *options, str(backing))
-    _require(proc.returncode == 0, f"losetup {' '.join(options)} failed: {proc.stderr.strip()}")
-    dev = proc.stdout.strip()
-    try:
-        yield dev
-    finally:
-        _run("losetup", "-d", dev)
 
 
 def _backing(tmp_path: Path, size: int, name: str = "backing.img") -> Path:

@@ -61,8 +61,18 @@ def test_same_seed_same_run(heavy: dict[int, ClusterReport]) -> None:
 
 
 def test_cli_replays_and_reports() -> None:
-    args = [sys.executable, "-m", "sync_manager", "sim", "--seed", "2", "--duration", "300",
-            "--faults", "heavy"]
+    args = [
+        sys.executable,
+        "-m",
+        "sync_manager",
+        "sim",
+        "--seed",
+        "2",
+        "--duration",
+        "300",
+        "--faults",
+        "heavy",
+    ]
     out1 = subprocess.run(args, check=False, capture_output=True, text=True, timeout=120)
     out2 = subprocess.run(args, check=False, capture_output=True, text=True, timeout=120)
     assert out1.returncode == 0, out1.stdout + out1.stderr
