@@ -2,8 +2,8 @@
 
 Each test builds a tiny simulation, forces the fault it is about with an explicit rule (a
 latency, an EIO, a hang, a lost path, a crash or a pause) and checks what the steps saw and
-what the disk holds at chosen true times. No test sleeps in real time; the benchmark at the end
-prints events per wall second and asserts nothing about it (timings belong in bench/).
+what the disk holds at chosen true times. No test sleeps in real time; the engine's speed is
+measured in bench/sim_bench.py, not here.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sync_manager.core.effects import Now, Read, Sleep, Step, Write, now, read, sleep, write
+from sync_manager.core.effects import Read, Sleep, Step, now, read, sleep, write
 from sync_manager.errors import DiskIOError, IOTimeout, UsageError
 from sync_manager.sim.clock import HostClock
 from sync_manager.sim.disk import FakeDisk
@@ -563,38 +562,6 @@ def test_schedule_in_the_past_is_refused() -> None:
         sim.schedule(5.0, lambda: None)
     with pytest.raises(UsageError):
         sim.crash(sim.add_host("h1"), at=1.0)
-
-
-# --- throughput ---------------------------------------------------------------------------
-
-
-def _reader(slot: int) -> Step[None]:
-    while True:
-        yield Read("lun0", slot * SECTOR, SECTOR)
-        yield Write("lun0", slot * SECTOR, sectors(slot % 256))
-        yield Now()
-        yield Sleep(0.05)
-
-
-def _measure(trace: bool) -> tuple[int, float]:
-    sim = Simulation(seed=1, trace=trace)
-    sim.add_disk(FakeDisk("lun0", MIB))
-    for slot in range(100):
-        sim.spawn(sim.add_host(f"h{slot}"), _reader(slot))
-    started = time.perf_counter()  # wall time, for the printed rate only
-    events = sim.run(until=20.0)
-    return events, time.perf_counter() - started
-
-
-def test_events_per_second_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
-    report: list[str] = []
-    for trace in (True, False):
-        events, seconds = _measure(trace)
-        assert events > 100 * 20 * 10  # about 5 events per 0.05 s per host
-        report.append(f"trace={trace}: {events} events in {seconds:.2f} s wall")
-        report.append(f"  = {events / seconds:,.0f} events/s")
-    with capsys.disabled():
-        print("\nsim engine, 100 hosts reading/writing/sleeping:", *report, sep="\n  ")
 
 
 def test_io_hung_forever_blocks_its_channel_forever() -> None:
