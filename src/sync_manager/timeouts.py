@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sync_manager.errors import UsageError
+
 __all__ = [
     "DEFAULT_IO_TIMEOUT",
     "DEFAULT_KILL_GRACE",
@@ -39,9 +41,9 @@ class Timeouts:
 
     def __post_init__(self) -> None:
         if self.io_timeout <= 0:
-            raise ValueError(f"io_timeout must be positive, not {self.io_timeout}")
+            raise UsageError(f"io_timeout must be positive, not {self.io_timeout}")
         if not 0 <= self.kill_grace <= 60:
-            raise ValueError(f"kill_grace must be 0..60, not {self.kill_grace}")
+            raise UsageError(f"kill_grace must be 0..60, not {self.kill_grace}")
 
     @property
     def renewal(self) -> int:
