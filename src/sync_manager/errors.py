@@ -162,6 +162,12 @@ class TruncatedArea(CorruptRecord):
 
     what = "truncated: not enough bytes"
 
+    @classmethod
+    def check(cls, data: bytes | memoryview, offset: int, size: int, record: str) -> None:
+        """Raise unless ``data`` holds ``size`` bytes from ``offset`` (a non-negative one)."""
+        if offset < 0 or len(data) - offset < size:
+            raise cls(offset=offset, expected=size, found=max(len(data) - offset, 0), record=record)
+
 
 class UnsupportedVersion(OnDiskError):
     """The record's major version is not one we understand."""

@@ -44,6 +44,7 @@ from sync_manager.errors import (
     UsageError,
 )
 from sync_manager.io.disk import DEFAULT_IO_TIMEOUT, FILE_SECTOR_SIZE, Storage
+from tests.loopdev import require
 
 MiB = 1 << 20
 
@@ -57,29 +58,20 @@ SHORT_TIMEOUT = 0.3
 GUARD = 30.0
 
 
-def _require(ok: object, reason: str) -> None:
-    """Skip (outside CI) or fail (in CI) when a capability the test needs is missing."""
-    if ok:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"missing capability in CI: {reason}")
-    pytest.skip(reason)
-
-
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, check=False)
 
 
 def _must(*args: str) -> str:
     proc = _run(*args)
-    _require(proc.returncode == 0, f"{' '.join(args)} failed: {proc.stderr.strip()}")
+    require(proc.returncode == 0, f"{' '.join(args)} failed: {proc.stderr.strip()}")
     return proc.stdout.strip()
 
 
 def _require_root_tools(*tools: str) -> None:
-    _require(os.geteuid() == 0, "needs root")
+    require(os.geteuid() == 0, "needs root")
     for tool in tools:
-        _require(shutil.which(tool), f"needs {tool}")
+        require(shutil.which(tool), f"needs {tool}")
 
 
 def _make_file(path: Path, size: int, fill: bytes = b"\0") -> Path:
@@ -603,8 +595,8 @@ def fuse_server(mountpoint: str, mode: str) -> None:
 @pytest.fixture
 def fuse_mount(tmp_path: Path) -> Iterator[Callable[[str], tuple[Path, subprocess.Popen[str]]]]:
     """Start the FUSE server in a mode; yield the lease path and the server process."""
-    _require(os.geteuid() == 0, "needs root")
-    _require(os.path.exists("/dev/fuse"), "needs /dev/fuse")
+    require(os.geteuid() == 0, "needs root")
+    require(os.path.exists("/dev/fuse"), "needs /dev/fuse")
     servers: list[tuple[Path, subprocess.Popen[str]]] = []
     guards: list[threading.Timer] = []
 
@@ -612,7 +604,8 @@ def fuse_mount(tmp_path: Path) -> Iterator[Callable[[str], tuple[Path, subproces
         mnt = tmp_path / f"fuse-{mode}"
         mnt.mkdir()
         server = subprocess.Popen(
-            [sys.executable, __file__, "--fuse-server", str(mnt), mode],
+            [sys.executable, "-m", "tests.integration.test_disk", "--fuse-server", str(mnt), mode],
+            cwd=Path(__file__).parents[2],  # the repository root, where `tests` is a package
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -624,7 +617,7 @@ def fuse_mount(tmp_path: Path) -> Iterator[Callable[[str], tuple[Path, subproces
             guards.append(guard)
         assert server.stdout is not None
         line = server.stdout.readline().strip()
-        _require(line == "mounted", f"FUSE mount failed: {line or server.wait()}")
+        require(line == "mounted", f"FUSE mount failed: {line or server.wait()}")
         return mnt / "lease", server
 
     yield start
@@ -741,4 +734,6 @@ if __name__ == "__main__":
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         fuse_server(sys.argv[2], sys.argv[3])
     else:
-        sys.exit("usage: test_disk.py --fuse-server MOUNTPOINT hang|eio|serve")
+        sys.exit(
+            "usage: python3 -m tests.integration.test_disk --fuse-server MOUNTPOINT hang|eio|serve"
+        )

@@ -56,13 +56,7 @@ class PaxosDblock:
     @classmethod
     def unpack(cls, data: bytes | memoryview, offset: int = 0) -> Self:
         """Decode the dblock at ``offset`` of ``data``; no validation beyond its length."""
-        if offset < 0 or len(data) - offset < DBLOCK_SIZE:
-            raise TruncatedArea(
-                offset=offset,
-                expected=DBLOCK_SIZE,
-                found=max(len(data) - offset, 0),
-                record="paxos dblock",
-            )
+        TruncatedArea.check(data, offset, DBLOCK_SIZE, "paxos dblock")
         return cls(*cls.STRUCT.unpack_from(data, offset))
 
     def pack(self) -> bytes:
@@ -110,13 +104,7 @@ class ModeBlock:
     @classmethod
     def unpack(cls, data: bytes | memoryview, offset: int = 0) -> Self:
         """Decode the mode block at ``offset`` of ``data`` (16 bytes)."""
-        if offset < 0 or len(data) - offset < cls.STRUCT.size:
-            raise TruncatedArea(
-                offset=offset,
-                expected=cls.STRUCT.size,
-                found=max(len(data) - offset, 0),
-                record="mode block",
-            )
+        TruncatedArea.check(data, offset, cls.STRUCT.size, "mode block")
         return cls(*cls.STRUCT.unpack_from(data, offset))
 
     def pack(self) -> bytes:

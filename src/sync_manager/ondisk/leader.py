@@ -93,13 +93,7 @@ class LeaderRecord:
     @classmethod
     def unpack(cls, data: bytes | memoryview, offset: int = 0) -> Self:
         """Decode the record at ``offset`` of ``data``; no validation beyond its length."""
-        if len(data) - offset < LEADER_SIZE or offset < 0:
-            raise TruncatedArea(
-                offset=offset,
-                expected=LEADER_SIZE,
-                found=max(len(data) - offset, 0),
-                record="leader record",
-            )
+        TruncatedArea.check(data, offset, LEADER_SIZE, "leader record")
         return cls(*cls.STRUCT.unpack_from(data, offset))
 
     def pack(self) -> bytes:

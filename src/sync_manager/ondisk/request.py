@@ -50,13 +50,7 @@ class RequestRecord:
     @classmethod
     def unpack(cls, data: bytes | memoryview, offset: int = 0) -> Self:
         """Decode the record at ``offset`` of ``data``; no validation beyond its length."""
-        if offset < 0 or len(data) - offset < cls.STRUCT.size:
-            raise TruncatedArea(
-                offset=offset,
-                expected=cls.STRUCT.size,
-                found=max(len(data) - offset, 0),
-                record="request record",
-            )
+        TruncatedArea.check(data, offset, cls.STRUCT.size, "request record")
         return cls(*cls.STRUCT.unpack_from(data, offset))
 
     def pack(self) -> bytes:
