@@ -77,14 +77,7 @@ def add_parser(commands: Any) -> None:
         "or a resource lease's leader (-r LS:RES:PATH:OFFSET) and print its fields.",
     )
     _add_target(read, lockspace_host="HOST_ID")
-    read.add_argument(
-        "-o",
-        dest="io_timeout",
-        type=_natural,
-        default=direct.DEFAULT_IO_TIMEOUT,
-        metavar="SECONDS",
-        help="I/O timeout (default 10)",
-    )
+    _add_io_timeout(read)
     _add_geometry(read)
     _add_json(read)
     read.set_defaults(run=_run_read_leader)
@@ -126,14 +119,7 @@ def add_parser(commands: Any) -> None:
         description="Acquire host id HOST_ID in a lockspace, as the daemon does when it "
         "joins: 2 * io_timeout for a free id, 8 * io_timeout + 60 more for one that may be held.",
     )
-    acquire_id.add_argument(
-        "-s",
-        dest="lockspace",
-        required=True,
-        metavar="LS:HOST_ID:PATH:OFFSET",
-        type=_checked(leasestr.parse_lockspace),
-        help="the host id",
-    )
+    _add_host_id(acquire_id)
     acquire_id.add_argument(
         "-e",
         dest="host_name",
@@ -149,14 +135,7 @@ def add_parser(commands: Any) -> None:
         help="release a host id (delta lease)",
         description="Free host id HOST_ID in a lockspace (timestamp 0).",
     )
-    release_id.add_argument(
-        "-s",
-        dest="lockspace",
-        required=True,
-        metavar="LS:HOST_ID:PATH:OFFSET",
-        type=_checked(leasestr.parse_lockspace),
-        help="the host id",
-    )
+    _add_host_id(release_id)
     _add_io_timeout(release_id)
     release_id.set_defaults(run=_run_release_id)
 
@@ -179,14 +158,7 @@ def add_parser(commands: Any) -> None:
         default=0,
         help="1: also request records and bitmaps; 2: also dblocks",
     )
-    dump.add_argument(
-        "-o",
-        dest="io_timeout",
-        type=_natural,
-        default=direct.DEFAULT_IO_TIMEOUT,
-        metavar="SECONDS",
-        help="I/O timeout (default 10)",
-    )
+    _add_io_timeout(dump)
     _add_geometry(dump)
     _add_json(dump)
     dump.set_defaults(run=_run_dump)
@@ -218,6 +190,17 @@ def _add_resource(parser: argparse.ArgumentParser) -> None:
         metavar="LS:RES:PATH:OFFSET[:PATH:OFFSET...][:LVER|:SH]",
         type=_checked(leasestr.parse_resource),
         help="the resource lease",
+    )
+
+
+def _add_host_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-s",
+        dest="lockspace",
+        required=True,
+        metavar="LS:HOST_ID:PATH:OFFSET",
+        type=_checked(leasestr.parse_lockspace),
+        help="the host id",
     )
 
 
