@@ -44,7 +44,7 @@ from sync_manager.core.errors import RenewDiff, RenewOwner
 from sync_manager.core.hosts import HostView
 from sync_manager.core.paxos_io import LockspaceDisk
 from sync_manager.core.paxos_owner import OwnerObservation
-from sync_manager.errors import DiskIOError, IOTimeout, SyncManagerError
+from sync_manager.errors import DiskIOError, IOTimeout, SyncManagerError, UsageError
 from sync_manager.ondisk.areas import ResourceArea, lockspace_init, resource_init
 from sync_manager.ondisk.geometry import MIB, Geometry
 from sync_manager.sim.disk import FakeDisk
@@ -84,6 +84,9 @@ class ClusterConfig:
     restart_delay: tuple[float, float] = (5.0, 60.0)  # after a watchdog reset
     fencing: bool = True  # False: neither kill nor watchdog (a mutation the checker must catch)
     workload: bool = True  # False: no random workload; drive each daemon by its request_* calls
+    # The host id of each host (None: 1, 2, ... hosts). An id given twice models two machines
+    # misconfigured with one host id: only the delta lease (5.2) keeps them from both using it.
+    host_ids: tuple[int, ...] | None = None
     timeouts: Timeouts | None = None  # None: Timeouts(io_timeout, kill_grace)
 
     def timings(self) -> Timeouts:
@@ -135,6 +138,14 @@ class Cluster:
         self.seed = seed
         self.config = config
         self.timeouts = config.timings()
+        if config.host_ids is not None and (
+            len(config.host_ids) != config.hosts
+            or not all(1 <= h <= config.hosts for h in config.host_ids)
+        ):
+            raise UsageError(
+                f"host_ids {config.host_ids} must give each of {config.hosts} "
+                f"hosts an id in 1..{config.hosts}"
+            )
         self.sim = Simulation(seed, faults, trace_limit=2000)
         self.geometry = Geometry(512, MIB)
         self.disk = self.sim.add_disk(FakeDisk(DISK, (config.resources + 1) * MIB))
@@ -230,7 +241,8 @@ class _Daemon:
 
     @property
     def host_id(self) -> int:
-        return self.index + 1
+        ids = self.cluster.config.host_ids
+        return self.index + 1 if ids is None else ids[self.index]
 
     @property
     def holder_name(self) -> str:
@@ -496,6 +508,11 @@ class _Daemon:
         holder.busy = True
         resource = self.cluster.resource(r)
         if holder.mode == "EX":
+            # The process gives up exclusive use when it asks to downgrade: once our SHARED
+            # block and RELEASED flag land (the first write of 6.8), another host may take
+            # the lease shared while this conversion is still running, and whatever the
+            # outcome the process cannot tell whether they landed. It counts as SH from here.
+            self.cluster.checker.hold(self.sim.now, f"R{r}", self.holder_name, "SH")
             step = paxos.convert_to_shared(
                 resource, self._paxos_host(), holder.result.leader, holder.result.dblock
             )
