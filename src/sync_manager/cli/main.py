@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from sync_manager import __version__
-from sync_manager.cli import direct, sim
+from sync_manager.cli import client, direct, sim
 from sync_manager.errors import SyncManagerError
 
 __all__ = ["CliParser", "main"]
@@ -35,6 +35,7 @@ def build_parser() -> CliParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     direct.add_parser(commands)
+    client.add_parser(commands)
     sim.add_parser(commands)
     return parser
 
