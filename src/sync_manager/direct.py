@@ -43,8 +43,10 @@ __all__ = [
     "acquire_resource",
     "choose_geometry",
     "dump",
+    "existing_geometry",
     "init_lockspace",
     "init_resource",
+    "open_resource",
     "read_lockspace_leader",
     "read_resource_leader",
     "release_host_id",
@@ -303,13 +305,20 @@ def _lockspace(
 
 
 def _resource(driver: Driver, spec: ResourceSpec) -> tuple[paxos.Resource, int | None]:
-    """The lease of ``spec`` with the geometry and num_hosts its leader records (if any)."""
-    path, offset = spec.disks[0].path, spec.disks[0].offset
+    disks = tuple((d.path, d.offset) for d in spec.disks)
+    return open_resource(driver, spec.lockspace, spec.name, disks)
+
+
+def open_resource(
+    driver: Driver, lockspace: str, name: str, disks: tuple[tuple[str, int], ...]
+) -> tuple[paxos.Resource, int | None]:
+    """The lease ``lockspace:name`` on ``disks`` (path, offset), with the geometry and the
+    num_hosts its leader on the first disk records (None if there is no leader there)."""
+    path, offset = disks[0]
     head = _read_head(driver.storage(path), offset)
     geometry = _declared_geometry(head) or Geometry.default_for(driver.storage(path).sector_size)
     hint = LeaderRecord.unpack(head).num_hosts if _magic(head) == PAXOS_MAGIC else None
-    disks = tuple((d.path, d.offset) for d in spec.disks)
-    return paxos.Resource(spec.lockspace, spec.name, disks, geometry), hint or None
+    return paxos.Resource(lockspace, name, disks, geometry), hint or None
 
 
 def _our_dblock(driver: Driver, resource: paxos.Resource, host_id: int) -> PaxosDblock:
@@ -448,6 +457,12 @@ def _declared_geometry(data: bytes) -> Geometry | None:
         return Geometry.from_leader_fields(leader.sector_size, leader.flags)
     except UsageError:
         return None
+
+
+def existing_geometry(storage: Storage, offset: int) -> Geometry:
+    """The geometry of the lockspace or resource area at ``offset``: what its first record
+    declares, else the storage's default."""
+    return _existing_geometry(storage, offset, None, None)
 
 
 def _existing_geometry(

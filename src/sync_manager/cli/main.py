@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from sync_manager import __version__
-from sync_manager.cli import client, direct, sim
+from sync_manager.cli import client, daemon, direct, sim
 from sync_manager.errors import SyncManagerError
 
 __all__ = ["CliParser", "main"]
@@ -36,6 +36,7 @@ def build_parser() -> CliParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     direct.add_parser(commands)
     client.add_parser(commands)
+    daemon.add_parser(commands)
     sim.add_parser(commands)
     return parser
 

@@ -1,0 +1,294 @@
+"""One joined lockspace in the daemon: join, renewal loop, host liveness, leave (spec 5, 8).
+
+A lockspace goes ADDING (the delta lease is being acquired: 2N seconds, or 8N + 60 more for a
+host id another host may still hold) -> ACTIVE (renewing every 2N seconds) -> REMOVING
+(rem_lockspace, or recovery after failed renewals: its lease holders are being killed) ->
+gone. Its state for the fencing policy (``supervisor/policy.py``) is ``policy``: the time of
+the last successful renewal and the sticky flags; ``daemon/fencing.py`` checks it.
+
+All state lives on the event loop; the disk work runs on the runner's workers, each I/O with
+its own deadline, so a hung renewal shows as a failed renewal after io_timeout and never as a
+stopped clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sync_manager.core import delta
+from sync_manager.core.errors import RenewDiff, RenewOwner
+from sync_manager.core.hosts import HostState, HostView
+from sync_manager.core.paxos_io import LockspaceDisk
+from sync_manager.core.paxos_owner import OwnerObservation
+from sync_manager.daemon.runner import Runner
+from sync_manager.direct import existing_geometry
+from sync_manager.errors import SyncManagerError
+from sync_manager.supervisor.policy import LockspaceState
+from sync_manager.timeouts import Timeouts
+
+__all__ = ["Lockspace", "LsState"]
+
+log = logging.getLogger("sync_manager.lockspace")
+
+RENEWAL = "renewal"
+RETRY_AFTER_FAILURE = 1.0  # sanlock retries a failed renewal after about a second
+_space_ids = itertools.count(1)
+
+
+class LsState(enum.Enum):
+    """Where a lockspace is in its life (sanlock's lists: add, spaces, rem)."""
+
+    ADDING = "add"
+    ACTIVE = "spaces"
+    REMOVING = "rem"
+
+
+@dataclass(eq=False)
+class Lockspace:
+    """A lockspace this daemon has joined or is joining, as host ``host_id``."""
+
+    name: str
+    host_id: int
+    path: str
+    offset: int
+    io_timeout: int
+    host_name: str
+    runner: Runner
+    on_change: Callable[[Lockspace], None]  # called when fencing must look again
+    space_id: int = field(default_factory=lambda: next(_space_ids))
+    state: LsState = LsState.ADDING
+    core: delta.Lockspace | None = None
+    lease: delta.DeltaLease | None = None
+    view: HostView | None = None
+    policy: LockspaceState | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    aborting: threading.Event = field(default_factory=threading.Event)
+    acquire_last_result: int = 0
+    acquire_last_attempt: int = 0
+    acquire_last_success: int = 0
+    renewal_last_result: int = 0
+    renewal_last_attempt: int = 0
+    renew_fail: bool = False
+    used_externally: bool = False
+    _renewal: asyncio.Task[None] | None = None
+
+    # --- identity --------------------------------------------------------------------------
+
+    def matches(self, name: str, path: str, offset: int, host_id: int) -> bool:
+        """sanlock's lockspace match: name, path and offset; host id unless 0."""
+        return (
+            self.name == name
+            and self.path == path
+            and self.offset == offset
+            and host_id in (0, self.host_id)
+        )
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """Our timings in this lockspace."""
+        return Timeouts(self.io_timeout)
+
+    @property
+    def generation(self) -> int:
+        """Our delta lease's generation (0 before joining)."""
+        return self.lease.generation if self.lease is not None else 0
+
+    @property
+    def dead(self) -> bool:
+        """In recovery or removal: no new lease may be acquired in it."""
+        return self.state is not LsState.ACTIVE or (
+            self.policy is not None and self.policy.recovery is not None
+        )
+
+    def disk(self) -> LockspaceDisk:
+        """Where the delta leases are, for the paxos core's owner checks."""
+        assert self.core is not None
+        return LockspaceDisk(self.path, self.offset, self.core.geometry, self.io_timeout)
+
+    # --- joining -----------------------------------------------------------------------------
+
+    async def join(self) -> None:
+        """Acquire our host id, read every host's record once, then renew in the background.
+
+        Raises what the delta lease acquire raises (HostIdBusy, on-disk and I/O errors) or
+        Aborted if :meth:`abort_join` was called.
+        """
+        self.acquire_last_attempt = _now_seconds()
+        log.info(
+            "lockspace %s: joining as host %d (%s:%d), io_timeout %d; this takes %d s or more",
+            self.name,
+            self.host_id,
+            self.path,
+            self.offset,
+            self.io_timeout,
+            self.timeouts.delta_short_delay,
+        )
+        try:
+            lease = await self.runner.call(self._acquire)
+        except SyncManagerError as err:
+            self.acquire_last_result = err.code
+            raise
+        self.lease = lease
+        self.acquire_last_result = 0
+        self.acquire_last_success = lease.last_success
+        self.policy = LockspaceState(float(lease.last_success))
+        assert self.core is not None
+        self.view = HostView(self.core)
+        try:
+            area = await self.runner.run(delta.read_area(self.core), purpose=self._purpose)
+            self.view.update(area, time.monotonic())
+        except SyncManagerError as err:  # the first renewal will look again
+            log.warning("lockspace %s: first read of the hosts failed: %s", self.name, err)
+        self.state = LsState.ACTIVE
+        log.info(
+            "lockspace %s: joined as host %d generation %d",
+            self.name,
+            self.host_id,
+            lease.generation,
+        )
+        self._renewal = asyncio.create_task(self._renew_forever(), name=f"renew {self.name}")
+
+    def _acquire(self) -> delta.DeltaLease:
+        """On a worker: find the geometry, then run the delta lease acquire."""
+        driver = self.runner.driver(self._purpose, self.io_timeout)
+        geometry = existing_geometry(driver.storage(self.path), self.offset)
+        self.core = delta.Lockspace(
+            self.name,
+            self.path,
+            self.offset,
+            geometry,
+            self.host_id,
+            self.host_name,
+            self.io_timeout,
+        )
+        return driver.run(delta.acquire(self.core, abort=self.aborting.is_set))
+
+    def abort_join(self) -> None:
+        """Make a join in progress stop at its next one-second wait (raising Aborted)."""
+        self.aborting.set()
+
+    @property
+    def _purpose(self) -> str:
+        return f"{RENEWAL}:{self.space_id}"
+
+    # --- renewing ----------------------------------------------------------------------------
+
+    async def _renew_forever(self) -> None:
+        """Renew every 2N seconds until :meth:`leave` (or a corrupt result); results go to
+        ``policy``. Renewals go on during recovery: a success moves the watchdog's deadline."""
+        previous_ok = True
+        t = self.timeouts
+        while self.lease is not None and self.policy is not None:
+            wait = self.lease.last_success + t.renewal - time.monotonic()
+            if not previous_ok:
+                wait = RETRY_AFTER_FAILURE
+            if wait > 0:
+                await asyncio.sleep(wait)
+            previous_ok = await self._renew_once(previous_ok)
+            if self.policy.corrupt:
+                return
+
+    async def _renew_once(self, previous_ok: bool) -> bool:
+        assert self.core is not None and self.lease is not None and self.view is not None
+        assert self.policy is not None
+        started = time.monotonic()
+        self.renewal_last_attempt = int(started)
+        step = delta.renew(
+            self.core,
+            self.lease,
+            bitmap=self.view.renewal_bitmap(started),
+            previous_ok=previous_ok,
+        )
+        try:
+            result = await self.runner.run(step, purpose=self._purpose)
+        except (RenewOwner, RenewDiff) as err:
+            self.renewal_last_result = err.code
+            log.critical("lockspace %s: our delta lease was overwritten: %s", self.name, err)
+            self.policy = dataclasses.replace(self.policy, corrupt=True, last_renewal_ok=False)
+            self.on_change(self)
+            return False
+        except SyncManagerError as err:
+            self.renewal_last_result = err.code
+            self.renew_fail = True
+            age = time.monotonic() - self.policy.last_success
+            log.error(
+                "lockspace %s: renewal failed (%s); last success %.0f s ago, recovery at %d s",
+                self.name,
+                err,
+                age,
+                self.timeouts.renewal_fail,
+            )
+            self.policy = dataclasses.replace(self.policy, last_renewal_ok=False)
+            self.on_change(self)
+            return False
+        self.renewal_last_result = 0
+        self.renew_fail = False
+        self.lease = result.lease
+        self.view.update(result.area, time.monotonic())
+        self.policy = dataclasses.replace(
+            self.policy, last_success=float(result.lease.last_success), last_renewal_ok=True
+        )
+        self.on_change(self)
+        return True
+
+    # --- other hosts -------------------------------------------------------------------------
+
+    def observations(self) -> dict[int, OwnerObservation]:
+        """Our host_status of every host seen, for the paxos core's owner checks."""
+        if self.view is None or self.core is None:
+            return {}
+        out = {}
+        for host_id in range(1, self.core.geometry.max_hosts + 1):
+            s = self.view.status(host_id)
+            if not s.timestamp and not s.owner_id:
+                continue
+            out[host_id] = OwnerObservation(
+                s.last_check or 0.0,
+                s.last_live or 0.0,
+                s.owner_id,
+                s.generation,
+                s.timestamp,
+                s.io_timeout,
+            )
+        return out
+
+    def is_alive(self, host_id: int, generation: int) -> bool:
+        """May that host (generation) still hold leases? (True when we know nothing.)"""
+        if self.view is None:
+            return True
+        return self.view.is_alive(host_id, generation, time.monotonic())
+
+    def host_state(self, host_id: int) -> HostState:
+        """The state of ``host_id`` now, as get_hosts reports it."""
+        if self.view is None:
+            return HostState.UNKNOWN
+        return self.view.state(host_id, time.monotonic())
+
+    # --- leaving -----------------------------------------------------------------------------
+
+    async def leave(self, *, release: bool) -> None:
+        """Stop renewing; with ``release``, write our delta lease free. Marks the end."""
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
+        if release and self.core is not None and self.lease is not None:
+            try:
+                await self.runner.run(delta.release(self.core, self.lease), purpose=self._purpose)
+                log.info("lockspace %s: host id %d released", self.name, self.host_id)
+            except SyncManagerError as err:
+                log.error("lockspace %s: release of host id failed: %s", self.name, err)
+        self.runner.forget(self.path, self._purpose)
+        self.lease = None
+        self.ended.set()
+
+
+def _now_seconds() -> int:
+    return int(time.monotonic())
