@@ -250,6 +250,15 @@ class HostView:
             name=decode_name(seen.name),
         )
 
+    def known(self) -> list[HostStatus]:
+        """The status of every host whose record we have seen held or changing, in host id
+        order (the others are all-default: never seen)."""
+        return [
+            self.status(index + 1)
+            for index, seen in enumerate(self._seen)
+            if seen.timestamp or seen.owner_id or seen.last_live is not None
+        ]
+
     def state(self, host_id: int, now: float) -> HostState:
         """``host_id``'s state at our time ``now`` (the table of 5.5).
 

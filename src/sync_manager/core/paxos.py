@@ -71,7 +71,7 @@ from sync_manager.core.paxos_shared import (
     lockspace_disk,
 )
 from sync_manager.errors import OnDiskError
-from sync_manager.ondisk.areas import FIRST_HOST_SECTOR, REQUEST_SECTOR
+from sync_manager.ondisk.areas import FIRST_HOST_SECTOR, REQUEST_SECTOR, written_hosts
 from sync_manager.ondisk.dblock import MBLOCK_OFFSET, ModeBlock, PaxosDblock
 from sync_manager.ondisk.leader import LFL_SHORT_HOLD, LeaderRecord
 from sync_manager.ondisk.request import REQUEST_VERSION, RequestRecord
@@ -266,7 +266,7 @@ def read_owners(
     held = bool(leader.timestamp and leader.owner_id)
     if held:
         owners.append(Owner(leader.owner_id, leader.owner_generation, False))
-    for index in range(leader.num_hosts):
+    for index in written_hosts(buf, geometry, leader.num_hosts):  # blank: not SHARED
         start = (FIRST_HOST_SECTOR + index) * geometry.sector_size
         mode = ModeBlock.unpack(buf, start + MBLOCK_OFFSET)
         if mode.shared and not (held and index + 1 == leader.owner_id):

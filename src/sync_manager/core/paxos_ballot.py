@@ -61,7 +61,7 @@ from sync_manager.core.paxos_io import (
 )
 from sync_manager.core.paxos_owner import OwnerObservation, wait_for_owner
 from sync_manager.errors import CorruptRecord, IOTimeout, OnDiskError, StorageError
-from sync_manager.ondisk.areas import FIRST_HOST_SECTOR, host_sector_offset
+from sync_manager.ondisk.areas import FIRST_HOST_SECTOR, host_sector_offset, written_hosts
 from sync_manager.ondisk.dblock import (
     MBLOCK_OFFSET,
     MBLOCK_SHARED,
@@ -155,7 +155,8 @@ def _read_blocks(
             error = err
             continue
         reads += 1
-        for index in range(min(num_hosts, count - FIRST_HOST_SECTOR)):
+        # Never-written sectors hold blank blocks, which change nothing below: skip them.
+        for index in written_hosts(buf, lease.geometry, min(num_hosts, count - FIRST_HOST_SECTOR)):
             start = (FIRST_HOST_SECTOR + index) * sector_size
             block = PaxosDblock.unpack(buf, start)
             try:

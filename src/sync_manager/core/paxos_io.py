@@ -40,7 +40,12 @@ from sync_manager.errors import (
     StorageError,
     UsageError,
 )
-from sync_manager.ondisk.areas import FIRST_HOST_SECTOR, dblock_read_sectors, host_sector_offset
+from sync_manager.ondisk.areas import (
+    FIRST_HOST_SECTOR,
+    dblock_read_sectors,
+    host_sector_offset,
+    written_hosts,
+)
 from sync_manager.ondisk.dblock import PaxosDblock
 from sync_manager.ondisk.geometry import Geometry
 from sync_manager.ondisk.leader import LEADER_COMPARE_LEN, LeaderRecord
@@ -292,7 +297,7 @@ def _read_head_one(
         return got
     buf, leader = got
     max_mbal = 0
-    for index in range(leader.num_hosts):
+    for index in written_hosts(buf, geometry, leader.num_hosts):  # blank blocks: mbal 0
         start = (FIRST_HOST_SECTOR + index) * geometry.sector_size
         dblock = PaxosDblock.unpack(buf, start)
         try:

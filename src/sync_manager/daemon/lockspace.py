@@ -246,11 +246,8 @@ class Lockspace:
         if self.view is None or self.core is None:
             return {}
         out = {}
-        for host_id in range(1, self.core.geometry.max_hosts + 1):
-            s = self.view.status(host_id)
-            if not s.timestamp and not s.owner_id:
-                continue
-            out[host_id] = OwnerObservation(
+        for s in self.view.known():
+            out[s.host_id] = OwnerObservation(
                 s.last_check or 0.0,
                 s.last_live or 0.0,
                 s.owner_id,

@@ -51,14 +51,15 @@ def lockspace_structs(daemon: Daemon) -> tuple[p.Lockspace, ...]:
 def host_structs(ls: Lockspace, host_id: int) -> tuple[p.Host, ...]:
     """GET_HOSTS: every host with a timestamp, or exactly ``host_id`` (even if free)."""
     assert ls.view is not None and ls.core is not None
-    ids = [host_id] if host_id else range(1, ls.core.geometry.max_hosts + 1)
+    if host_id:
+        if not 1 <= host_id <= ls.core.geometry.max_hosts:
+            return ()
+        statuses = [ls.view.status(host_id)]
+    else:
+        statuses = [s for s in ls.view.known() if s.timestamp]
     out = []
-    for i in ids:
-        if not 1 <= i <= ls.core.geometry.max_hosts:
-            continue
-        s = ls.view.status(i)
-        if not host_id and not s.timestamp:
-            continue
+    for s in statuses:
+        i = s.host_id
         state = HostState.LIVE if i == ls.host_id else ls.host_state(i)
         generation = ls.generation if i == ls.host_id else s.generation
         timestamp = ls.lease.last_success if i == ls.host_id and ls.lease else s.timestamp
@@ -71,10 +72,10 @@ def host_records(ls: Lockspace) -> tuple[p.StateRecord, ...]:
     if ls.view is None or ls.core is None:
         return ()
     out = []
-    for i in range(1, ls.core.geometry.max_hosts + 1):
-        s = ls.view.status(i)
+    for s in ls.view.known():
         if not s.last_live and not s.owner_id:
             continue
+        i = s.host_id
         pairs = {
             "last_check": int(s.last_check or 0),
             "last_live": int(s.last_live or 0),

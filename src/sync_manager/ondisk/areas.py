@@ -51,6 +51,7 @@ __all__ = [
     "lockspace_init",
     "pack_delta_sector",
     "resource_init",
+    "written_hosts",
 ]
 
 BITMAP_OFFSET = 256
@@ -234,3 +235,30 @@ class ResourceArea:
 def _check_host_id(host_id: int, max_hosts: int) -> None:
     if not 1 <= host_id <= max_hosts:
         raise UsageError(f"host id {host_id} out of range 1..{max_hosts}")
+
+
+_CHUNK_SECTORS = 64  # blank runs are skipped this many sectors at a time
+
+
+def written_hosts(area: bytes, geometry: Geometry, count: int) -> Iterator[int]:
+    """The host indexes (0-based) among the first ``count`` host sectors of a paxos lease
+    ``area`` whose sector holds any non-zero byte, in order.
+
+    A sector that was never written is all zeros: a blank dblock and mode block, which no
+    reader acts on. Skipping blank runs with C-speed comparisons instead of decoding 2000
+    blocks is what makes reading a lease with few active hosts cheap.
+    """
+    size = geometry.sector_size
+    first = FIRST_HOST_SECTOR * size
+    count = max(0, min(count, (len(area) - first) // size))
+    chunk = _CHUNK_SECTORS * size
+    blank_chunk, blank_sector = bytes(chunk), bytes(size)
+    for base in range(0, count, _CHUNK_SECTORS):
+        at = first + base * size
+        n = min(_CHUNK_SECTORS, count - base)
+        if area[at : at + n * size] == blank_chunk[: n * size]:
+            continue
+        for index in range(base, base + n):
+            start = first + index * size
+            if area[start : start + size] != blank_sector:
+                yield index
