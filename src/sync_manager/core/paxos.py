@@ -73,6 +73,7 @@ from sync_manager.core.paxos_shared import (
 from sync_manager.errors import OnDiskError
 from sync_manager.ondisk.areas import FIRST_HOST_SECTOR, REQUEST_SECTOR, written_hosts
 from sync_manager.ondisk.dblock import MBLOCK_OFFSET, ModeBlock, PaxosDblock
+from sync_manager.ondisk.geometry import Geometry
 from sync_manager.ondisk.leader import LFL_SHORT_HOLD, LeaderRecord
 from sync_manager.ondisk.request import REQUEST_VERSION, RequestRecord
 
@@ -91,6 +92,7 @@ __all__ = [
     "convert_to_shared",
     "read_leader",
     "read_owners",
+    "read_request",
     "release",
     "request",
 ]
@@ -229,18 +231,27 @@ def request(
             raise RequestOld(
                 f"request {resource.name}: lver {lver} is not above {leader.lver}", leader=leader
             )
-    path, base = resource.disks[0]
-    at = base + REQUEST_SECTOR * geometry.sector_size
-    current = RequestRecord.unpack((yield from read(path, at, geometry.sector_size)))
-    try:
-        current.check()
-    except OnDiskError as err:
-        raise err.at(path, at) from None
+    current = yield from read_request(resource, geometry)
     if (lver or force_mode) and current.lver > lver:
         raise RequestLver(f"request {resource.name}: lver {current.lver} already requested")
     new = RequestRecord(current.magic, REQUEST_VERSION, lver, force_mode)
+    path, base = resource.disks[0]
+    at = base + REQUEST_SECTOR * geometry.sector_size
     yield from write(path, at, new.pack().ljust(geometry.sector_size, b"\0"))
     return RequestResult(owner_id, new)
+
+
+def read_request(resource: Resource, geometry: Geometry | None = None) -> Step[RequestRecord]:
+    """The lease's request record (first disk), validated (6.9): what an owner examines."""
+    geometry = geometry or resource.geometry
+    path, base = resource.disks[0]
+    at = base + REQUEST_SECTOR * geometry.sector_size
+    record = RequestRecord.unpack((yield from read(path, at, geometry.sector_size)))
+    try:
+        record.check()
+    except OnDiskError as err:
+        raise err.at(path, at) from None
+    return record
 
 
 def read_leader(resource: Resource) -> Step[LeaderRecord]:

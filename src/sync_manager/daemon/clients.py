@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sync_manager.protocol.flags import RestrictFlag
+from sync_manager.supervisor.executor import Killpath, Target
 from sync_manager.supervisor.policy import ClientState
 
 if TYPE_CHECKING:
@@ -59,6 +60,15 @@ class Client:
         if not self.registered:
             return self.label
         return self.owner_name
+
+    def kill_target(self) -> Target:
+        """What the supervisor's executor needs to act on this client."""
+        killpath = None
+        if self.killpath:
+            killpath = Killpath(
+                self.killpath.decode("utf-8", "replace"), self.killargs.decode("utf-8", "replace")
+            )
+        return Target(killpath=killpath)
 
     def policy_state(self) -> ClientState:
         """This client as the fencing policy sees it (kill state kept between checks)."""

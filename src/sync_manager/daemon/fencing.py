@@ -20,7 +20,7 @@ from typing import Any
 from sync_manager.daemon.clients import Client
 from sync_manager.daemon.lockspace import Lockspace
 from sync_manager.supervisor import policy
-from sync_manager.supervisor.executor import Executor, Killpath, Target
+from sync_manager.supervisor.executor import Executor
 from sync_manager.supervisor.policy import Action
 from sync_manager.supervisor.watchdog import Watchdog, apply_watchdog
 
@@ -110,15 +110,7 @@ class Fencer:
         )
 
     def _act(self, client: Client, choice: policy.ClientDecision) -> None:
-        killpath = None
-        if client.killpath:
-            killpath = Killpath(
-                client.killpath.decode("utf-8", "replace"),
-                client.killargs.decode("utf-8", "replace"),
-            )
-        outcome = self._executor.carry_out_one(
-            choice, Target(killpath=killpath), lockspace=self.ls.name
-        )
+        outcome = self._executor.carry_out_one(choice, client.kill_target(), lockspace=self.ls.name)
         if client.kill is not None:
             client.kill = outcome.state
 

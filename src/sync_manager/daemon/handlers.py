@@ -293,12 +293,16 @@ async def _request(ctx: Context, req: p.RequestLease) -> p.Reply:
 
 
 @_handles(p.ExamineResource)
-async def _examine_resource(_ctx: Context, _req: p.ExamineResource) -> p.Reply:
+async def _examine_resource(ctx: Context, req: p.ExamineResource) -> p.Reply:
+    key = (req.resource.lockspace_name, req.resource.name)
+    await ctx.daemon.examine([t for t in ctx.daemon.resources if t.key == key])
     return p.Result(0)
 
 
 @_handles(p.ExamineLockspace)
-async def _examine_lockspace(_ctx: Context, _req: p.ExamineLockspace) -> p.Reply:
+async def _examine_lockspace(ctx: Context, req: p.ExamineLockspace) -> p.Reply:
+    name = req.lockspace.lockspace
+    await ctx.daemon.examine([t for t in ctx.daemon.resources if t.lockspace.name == name])
     return p.Result(0)
 
 

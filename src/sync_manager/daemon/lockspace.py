@@ -63,6 +63,7 @@ class Lockspace:
     host_name: str
     runner: Runner
     on_change: Callable[[Lockspace], None]  # called when fencing must look again
+    on_requests: Callable[[Lockspace], None] | None = None  # another host asks for a lease
     space_id: int = field(default_factory=lambda: next(_space_ids))
     state: LsState = LsState.ADDING
     core: delta.Lockspace | None = None
@@ -232,7 +233,11 @@ class Lockspace:
         self.renewal_last_result = 0
         self.renew_fail = False
         self.lease = result.lease
-        self.view.update(result.area, time.monotonic())
+        notices = self.view.update(result.area, time.monotonic())
+        if notices.requests and self.on_requests is not None:
+            log.info("lockspace %s: hosts %s ask us to examine our leases",
+                     self.name, list(notices.requests))  # fmt: skip
+            self.on_requests(self)
         self.policy = dataclasses.replace(
             self.policy, last_success=float(result.lease.last_success), last_renewal_ok=True
         )

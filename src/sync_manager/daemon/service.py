@@ -14,14 +14,17 @@ import logging
 import time
 from dataclasses import dataclass
 
+from sync_manager.core import paxos
 from sync_manager.core.errors import Aborted
 from sync_manager.daemon.clients import Client, ClientTable
 from sync_manager.daemon.fencing import Fencer, watchdog_key
 from sync_manager.daemon.lockspace import Lockspace, LsState
-from sync_manager.daemon.resources import ResourceTable
+from sync_manager.daemon.resources import ResourceTable, Token
 from sync_manager.daemon.runner import Runner
 from sync_manager.errors import SyncManagerError
+from sync_manager.supervisor import policy
 from sync_manager.supervisor.executor import Executor
+from sync_manager.supervisor.policy import ForceMode
 from sync_manager.supervisor.watchdog import Watchdog
 from sync_manager.timeouts import DEFAULT_IO_TIMEOUT, DEFAULT_KILL_GRACE
 
@@ -99,6 +102,7 @@ class Daemon:
             self.settings.host_name,
             self.runner,
             on_change=self._changed,
+            on_requests=self.examine_later,
         )
         self.lockspaces.append(ls)
         joining = asyncio.create_task(self._join(ls), name=f"join {name}")
@@ -178,6 +182,45 @@ class Daemon:
         fencer = self.fencers.get(ls.space_id)
         if fencer is not None:
             fencer.poke()
+
+    # --- requests from other hosts (6.9) -----------------------------------------------------
+
+    def examine_later(self, ls: Lockspace) -> None:
+        """Examine the leases held in ``ls`` for requests, in the background."""
+        asyncio.get_running_loop().create_task(self.examine(self.resources.in_lockspace(ls)))
+
+    async def examine(self, tokens: list[Token]) -> int:
+        """Read the request record of each exclusive lease in ``tokens``; act on the holder of
+        each one asked for with a newer lver and a force mode. The number of holders acted on.
+        """
+        acted = 0
+        for token in tokens:
+            if token.shared or token.client.dead:
+                continue
+            try:
+                record = await self.runner.run(
+                    paxos.read_request(token.core), io_timeout=token.lockspace.io_timeout
+                )
+            except SyncManagerError as err:
+                log.warning("examine %s: %s", token.text(), err)
+                continue
+            if not record.force_mode or not record.lver or record.lver <= token.lver:
+                continue
+            client = token.client
+            decision = policy.request_action(ForceMode(record.force_mode), client.policy_state())
+            log.warning(
+                "%s: requested at lver %d (force mode %d): %s pid %d",
+                token.text(),
+                record.lver,
+                record.force_mode,
+                decision.action.value,
+                client.peer.pid,
+            )
+            self.executor.carry_out_one(
+                decision, client.kill_target(), lockspace=token.lockspace.name
+            )
+            acted += 1
+        return acted
 
     # --- clients -----------------------------------------------------------------------------
 
