@@ -32,7 +32,7 @@ from sync_manager.daemon.runner import Runner
 from sync_manager.direct import existing_geometry
 from sync_manager.errors import SyncManagerError
 from sync_manager.supervisor.policy import LockspaceState
-from sync_manager.timeouts import Timeouts
+from sync_manager.timeouts import DEFAULT_KILL_GRACE, Timeouts
 
 __all__ = ["Lockspace", "LsState"]
 
@@ -64,6 +64,7 @@ class Lockspace:
     runner: Runner
     on_change: Callable[[Lockspace], None]  # called when fencing must look again
     on_requests: Callable[[Lockspace], None] | None = None  # another host asks for a lease
+    kill_grace: int = DEFAULT_KILL_GRACE
     space_id: int = field(default_factory=lambda: next(_space_ids))
     state: LsState = LsState.ADDING
     core: delta.Lockspace | None = None
@@ -95,7 +96,7 @@ class Lockspace:
     @property
     def timeouts(self) -> Timeouts:
         """Our timings in this lockspace."""
-        return Timeouts(self.io_timeout)
+        return Timeouts(self.io_timeout, kill_grace=self.kill_grace)
 
     @property
     def generation(self) -> int:

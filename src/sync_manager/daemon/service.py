@@ -103,6 +103,7 @@ class Daemon:
             self.runner,
             on_change=self._changed,
             on_requests=self.examine_later,
+            kill_grace=self.settings.kill_grace,
         )
         self.lockspaces.append(ls)
         joining = asyncio.create_task(self._join(ls), name=f"join {name}")
