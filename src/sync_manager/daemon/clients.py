@@ -8,7 +8,7 @@ closes (the process exited, or closed the fd), the client is dead and its leases
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ from sync_manager.supervisor.executor import Killpath, Target
 from sync_manager.supervisor.policy import ClientState
 
 if TYPE_CHECKING:
+    from sync_manager.daemon.lockspace import Lockspace
     from sync_manager.daemon.resources import Token
 
 __all__ = ["Client", "ClientTable", "Peer"]
@@ -48,6 +49,8 @@ class Client:
     dead: bool = False
     kill: ClientState | None = None  # the fencing policy's state while it is being killed
     label: bytes = b""  # the name STATUS shows for an unregistered connection
+    send: Callable[[bytes], None] | None = None  # unsolicited writes (events)
+    events_of: Lockspace | None = None  # REG_EVENT made this an event connection
 
     @property
     def pid(self) -> int:

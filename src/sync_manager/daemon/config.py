@@ -10,6 +10,7 @@
     admin_group = "sanlock"       # members may act on any pid and run admin commands
     max_worker_threads = 32
     log_level = "info"
+    default_lockspace = "LS:1:/dev/vg/leases:0"  # for `sync_manager daemon -l ... -c CMD`
 
 A missing default file is fine; a file named with ``--config`` must exist. Unknown keys and
 wrong types are errors that name the file and the key.
@@ -24,6 +25,7 @@ import uuid
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from sync_manager import leasestr
 from sync_manager.errors import UsageError
 from sync_manager.timeouts import DEFAULT_IO_TIMEOUT, DEFAULT_KILL_GRACE
 
@@ -47,6 +49,7 @@ class Config:
     admin_group: str = ""
     max_worker_threads: int = 32
     log_level: str = "info"
+    default_lockspace: str = ""  # LS:HOST_ID:PATH:OFFSET the wrapper (-c) uses without -s
 
     def __post_init__(self) -> None:
         if self.io_timeout < 1:
@@ -59,6 +62,8 @@ class Config:
             raise UsageError(f"host name longer than {HOST_NAME_MAX} bytes: {self.host_name!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise UsageError(f"log_level must be debug, info, warning or error: {self.log_level}")
+        if self.default_lockspace:
+            leasestr.parse_lockspace(self.default_lockspace)  # LeaseStringError if invalid
 
 
 def load(path: str | None, overrides: dict[str, Any]) -> Config:

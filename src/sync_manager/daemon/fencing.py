@@ -82,13 +82,6 @@ class Fencer:
         ls.policy = decision.lockspace
         for notice in decision.notices:
             log.log(int(notice.severity), "lockspace %s: %s", ls.name, notice.text)
-        if decision.started_recovery:
-            log.error(
-                "lockspace %s: recovery (%s): killing %d lease holder(s)",
-                ls.name,
-                decision.lockspace.recovery.value if decision.lockspace.recovery else "?",
-                len(holders),
-            )
         for client, choice in zip(holders, decision.clients, strict=True):
             if ls.policy.recovery is not None:
                 client.kill = choice.state

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import errno
 import itertools
 import logging
 import threading
@@ -23,14 +24,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sync_manager import protocol as p
 from sync_manager.core import delta
 from sync_manager.core.errors import RenewDiff, RenewOwner
-from sync_manager.core.hosts import HostState, HostView
+from sync_manager.core.hosts import HostMessage, HostState, HostView
 from sync_manager.core.paxos_io import LockspaceDisk
 from sync_manager.core.paxos_owner import OwnerObservation
 from sync_manager.daemon.runner import Runner
 from sync_manager.direct import existing_geometry
-from sync_manager.errors import SyncManagerError
+from sync_manager.errors import StorageError, SyncManagerError
+from sync_manager.protocol.codes import SANLK_OK
 from sync_manager.supervisor.policy import LockspaceState
 from sync_manager.timeouts import DEFAULT_KILL_GRACE, Timeouts
 
@@ -65,6 +68,9 @@ class Lockspace:
     on_change: Callable[[Lockspace], None]  # called when fencing must look again
     on_requests: Callable[[Lockspace], None] | None = None  # another host asks for a lease
     kill_grace: int = DEFAULT_KILL_GRACE
+    event: delta.HostEvent = delta.NO_EVENT  # ours, written in renewals for set_bitmap seconds
+    event_set_at: float = 0.0
+    event_sinks: list[Callable[[bytes], None]] = field(default_factory=list)  # REG_EVENT
     space_id: int = field(default_factory=lambda: next(_space_ids))
     state: LsState = LsState.ADDING
     core: delta.Lockspace | None = None
@@ -79,6 +85,7 @@ class Lockspace:
     renewal_last_result: int = 0
     renewal_last_attempt: int = 0
     renew_fail: bool = False
+    renewals: int = 0  # successful renewals since the join; hosts are reported after the first
     used_externally: bool = False
     _renewal: asyncio.Task[None] | None = None
 
@@ -139,7 +146,7 @@ class Lockspace:
             self.acquire_last_result = err.code
             raise
         self.lease = lease
-        self.acquire_last_result = 0
+        self.acquire_last_result = SANLK_OK
         self.acquire_last_success = lease.last_success
         self.policy = LockspaceState(float(lease.last_success))
         assert self.core is not None
@@ -161,7 +168,11 @@ class Lockspace:
     def _acquire(self) -> delta.DeltaLease:
         """On a worker: find the geometry, then run the delta lease acquire."""
         driver = self.runner.driver(self._purpose, self.io_timeout)
-        geometry = existing_geometry(driver.storage(self.path), self.offset)
+        try:
+            storage = driver.storage(self.path)
+        except StorageError as err:  # sanlock answers -ENODEV for any open failure
+            raise StorageError(self.path, str(err), code=-errno.ENODEV) from None
+        geometry = existing_geometry(storage, self.offset)
         self.core = delta.Lockspace(
             self.name,
             self.path,
@@ -188,6 +199,9 @@ class Lockspace:
         ``policy``. Renewals go on during recovery: a success moves the watchdog's deadline."""
         previous_ok = True
         t = self.timeouts
+        # The first renewal comes one interval after the join ends, as sanlock's: the acquire
+        # already waited 2N, and hosts are reported (get_hosts) only after it.
+        await asyncio.sleep(t.renewal)
         while self.lease is not None and self.policy is not None:
             wait = self.lease.last_success + t.renewal - time.monotonic()
             if not previous_ok:
@@ -203,10 +217,13 @@ class Lockspace:
         assert self.policy is not None
         started = time.monotonic()
         self.renewal_last_attempt = int(started)
+        if self.event != delta.NO_EVENT and started - self.event_set_at > self.timeouts.set_bitmap:
+            self.event = delta.NO_EVENT
         step = delta.renew(
             self.core,
             self.lease,
             bitmap=self.view.renewal_bitmap(started),
+            event=self.event,
             previous_ok=previous_ok,
         )
         try:
@@ -231,10 +248,13 @@ class Lockspace:
             self.policy = dataclasses.replace(self.policy, last_renewal_ok=False)
             self.on_change(self)
             return False
-        self.renewal_last_result = 0
+        self.renewal_last_result = SANLK_OK
+        self.renewals += 1
         self.renew_fail = False
         self.lease = result.lease
         notices = self.view.update(result.area, time.monotonic())
+        for message in notices.events:
+            self._deliver(message)
         if notices.requests and self.on_requests is not None:
             log.info("lockspace %s: hosts %s ask us to examine our leases",
                      self.name, list(notices.requests))  # fmt: skip
@@ -244,6 +264,36 @@ class Lockspace:
         )
         self.on_change(self)
         return True
+
+    # --- events (protocol 2.5.17) ---------------------------------------------------------
+
+    def set_event(self, target: int, event: p.HostEvent, *, replace: bool, all_hosts: bool) -> int:
+        """SET_EVENT: send ``event`` to host ``target`` (or all) through our next renewals."""
+        assert self.view is not None
+        now = time.monotonic()
+        fresh = now - self.event_set_at < self.timeouts.set_bitmap
+        if not replace and fresh and self.event.event and event.event != self.event.event:
+            return -errno.EBUSY
+        self.event = delta.HostEvent(event.generation, event.event, event.data)
+        self.event_set_at = now
+        assert self.core is not None
+        targets = range(1, self.core.geometry.max_hosts + 1) if all_hosts else (target,)
+        for host_id in targets:
+            if host_id != self.host_id:
+                self.view.notify(host_id, now)
+        return 0
+
+    def _deliver(self, message: HostMessage) -> None:
+        """Write an event another host sent us to every REG_EVENT connection."""
+        he = p.HostEvent(
+            self.host_id, message.event.generation, message.event.event, message.event.data
+        )
+        data = p.EventCallback(he, message.from_host_id, message.from_generation).pack()
+        log.info("lockspace %s: event %d data %d from host %d to %d listener(s)",
+                 self.name, he.event, he.data, message.from_host_id,
+                 len(self.event_sinks))  # fmt: skip
+        for sink in list(self.event_sinks):
+            sink(data)
 
     # --- other hosts -------------------------------------------------------------------------
 

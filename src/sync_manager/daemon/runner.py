@@ -82,11 +82,12 @@ class Runner:
         return await self.call(lambda: driver.run(step))
 
     def forget(self, path: str, purpose: str) -> None:
-        """Close the storage of ``path`` for ``purpose`` (a lockspace that ended)."""
+        """Close the storage of ``path`` for ``purpose`` (a lockspace that ended), without
+        waiting for it (see :func:`_close_later`)."""
         with self._lock:
             storage = self._storage.pop((path, purpose), None)
         if storage is not None:
-            storage.close()
+            _close_later(storage)
 
     def close(self) -> None:
         """Close all storage; do not wait for hung workers (they end at their deadline)."""
@@ -94,4 +95,15 @@ class Runner:
         with self._lock:
             storages, self._storage = list(self._storage.values()), {}
         for storage in storages:
-            storage.close()
+            _close_later(storage)
+
+
+def _close_later(storage: Storage) -> None:
+    """Close ``storage`` on a thread of its own.
+
+    ``Storage.close`` takes the storage's lock, which a worker stuck in a hung I/O holds until
+    that I/O's deadline (8N + 60 for a renewal write); the event loop, which calls this, must
+    never wait for a disk: it runs the fencing checks and serves the socket.
+    """
+    closer = threading.Thread(target=storage.close, name="sm-close", daemon=True)
+    closer.start()

@@ -91,6 +91,7 @@ class Server:
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         )
         client = self.daemon.clients.add(Peer(pid, uid, gid))
+        client.send = writer.write
         ctx_admin = self._is_admin(client.peer)
         try:
             await self._converse(client, ctx_admin, reader, writer)
@@ -99,6 +100,8 @@ class Server:
         finally:
             self._connections.discard(task)
             writer.close()
+            if client.events_of is not None and writer.write in client.events_of.event_sinks:
+                client.events_of.event_sinks.remove(writer.write)
             if client.registered:
                 await self.daemon.client_gone(client)
             else:
@@ -117,6 +120,8 @@ class Server:
             if not data:
                 _log_truncated(parser, client)
                 return
+            if client.events_of is not None:
+                return  # an event connection: any bytes (end_event's 1) end it
             parser.restricted = bool(client.restricted & RestrictFlag.ALL)
             try:
                 parser.feed(data)
