@@ -16,6 +16,7 @@ from typing import Any
 
 from sync_manager import leasestr
 from sync_manager.cli import client_output as out
+from sync_manager.cli import wrapper
 from sync_manager.client import Client, SanlockError
 from sync_manager.client.leases import check
 from sync_manager.client.resources import to_wire
@@ -128,6 +129,7 @@ def add_parser(commands: Any) -> None:
     for name, parser_ in sub.items():
         run = _ACTIONS["init" if name == "write" else name][1]
         parser_.set_defaults(run=lambda args, run=run: _run(args, run))
+    wrapper.add_client_command(actions)  # command -r ... -c CMD (cli/wrapper.py)
 
 
 def _debug(p: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sync_manager.cli import wrapper
 from sync_manager.daemon import config as daemon_config
 from sync_manager.daemon import main as daemon_main
 
@@ -47,10 +48,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--admin-group", metavar="GROUP",
                         help="members may act on any pid and use admin commands")  # fmt: skip
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    wrapper.add_daemon_options(parser)  # -c COMMAND: run it under leases (cli/wrapper.py)
     parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if wrapper.wants_command(args):  # before anything of the daemon starts
+        return wrapper.run_daemon_command(args)
     watchdog = args.watchdog
     if watchdog in ("0", "none"):
         watchdog = "none"
