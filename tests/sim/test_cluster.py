@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from sync_manager.cli.sim import fault_plan
+from sync_manager.core.paxos_io import ReadPattern
 from sync_manager.sim.cluster import Cluster, ClusterConfig, ClusterReport
 
 
@@ -51,6 +52,14 @@ def test_more_hosts_than_resources_contend() -> None:
     report = run(11, "light", hosts=6, resources=2, nowait_probability=0.3)
     assert report.violations == [], report.summary() + "\n" + report.trace_tail
     assert report.counts["acquire_error_AcquireIdLive"] > 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_sanlock_read_pattern_too(seed: int) -> None:
+    """The cluster runs what the daemon runs (MINIMAL); sanlock's own reads must be safe too."""
+    report = run(seed, read_pattern=ReadPattern.COMPACT)
+    assert report.violations == [], report.summary() + "\n" + report.trace_tail
+    assert report.counts["acquire"] > 10
 
 
 def test_same_seed_same_run(heavy: dict[int, ClusterReport]) -> None:

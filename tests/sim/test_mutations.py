@@ -523,9 +523,14 @@ def test_release_of_a_leader_another_host_wrote() -> None:
 def test_real_code_can_land_a_stale_free_leader_too() -> None:
     # If this fails, the race described above is closed in the core: good news, update the
     # comment (the write_id rule may then deserve an invariant of its own).
-    cluster = Cluster(8, CONTENTION.config, CONTENTION.plan)
+    # The race needs a rare interleaving: look for it over seeds (the first hit is seed 12 with
+    # the MINIMAL read pattern; it was seed 8 with COMPACT), never seeing a violation.
     seen: Counter[str] = Counter()
-    watch_leader_lver(cluster, seen)
-    report = cluster.run()
-    assert report.violations == []
+    for seed in range(1, 41):
+        cluster = Cluster(seed, CONTENTION.config, CONTENTION.plan)
+        watch_leader_lver(cluster, seen)
+        report = cluster.run()
+        assert report.violations == [], f"seed {seed}"
+        if seen["free leader landed over a newer lver"]:
+            break
     assert seen["free leader landed over a newer lver"] > 0

@@ -639,6 +639,8 @@ def test_host_states_over_time_io_10() -> None:
     assert view.state(2, 0) == HostState.UNKNOWN  # never looked
 
     view.update(bytes(disk.data), 1000)
+    assert [s.host_id for s in view.known()] == [1, 2, 3]  # the hosts with a record
+    assert [s.generation for s in view.known()] == [view.status(i).generation for i in (1, 2, 3)]
     assert view.state(1, 1000) == HostState.LIVE  # us
     assert view.state(2, 1000) == HostState.UNKNOWN  # no change seen yet
     assert view.state(4, 1000) == HostState.FREE

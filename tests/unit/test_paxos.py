@@ -360,9 +360,30 @@ def test_acquire_io_patterns() -> None:
         assert [len(w.data) for w in runner.writes()] == [512, 512, 512]
     sanlock_reads = [r.length for r in results[ReadPattern.SANLOCK][0].reads()]
     compact_reads = [r.length for r in results[ReadPattern.COMPACT][0].reads()]
+    minimal_reads = [r.length for r in results[ReadPattern.MINIMAL][0].reads()]
     assert sanlock_reads == [MIB, 2048 * 512, 2048 * 512]
     assert compact_reads == [2002 * 512] * 3
+    assert minimal_reads == [4096, 2002 * 512, 2002 * 512]  # leader and our block, 2 phases
     assert results[ReadPattern.SANLOCK][1] == results[ReadPattern.COMPACT][1]
+    assert results[ReadPattern.MINIMAL][1] == results[ReadPattern.COMPACT][1]
+
+
+def test_minimal_head_leaves_a_higher_ballot_to_phase_1() -> None:
+    """MINIMAL does not see another host's higher mbal before its ballot: phase 1 does, aborts,
+    and the retry wins with a ballot number above it, still on the first lease version."""
+    disks = new_disks(DISK)
+    run(acquire(resource(), Host(2, 1), rng=random.Random(0)), disks)  # lver 1, host 2's mbal 2
+    run(release(resource(), Host(2, 1), leader_of(disks[DISK]), dblock_of(disks[DISK], 2)), disks)
+    # Host 3 voted (mbal 4003) for lver 2 and vanished before committing.
+    stale = PaxosDblock(mbal=4003, lver=2).sealed()
+    disks[DISK].data[RES_OFF + 4 * 512 : RES_OFF + 4 * 512 + 56] = stale.pack()
+    step = acquire(resource(), Host(1, 1), rng=random.Random(0), read_pattern=ReadPattern.MINIMAL)
+    runner = Run(step, disks)
+    got = runner.finish()
+    assert (got.leader.owner_id, got.lver) == (1, 2)
+    assert dblock_of(disks[DISK], 1).mbal > 4003
+    phases = [r.length for r in runner.reads()]
+    assert phases[0] == 4096 and len(phases) > 3  # the first ballot was aborted and retried
 
 
 def test_compact_reads_with_few_hosts() -> None:

@@ -154,6 +154,7 @@ class HostView:
         self.first_check: float | None = None
         self.last_check: float | None = None
         self._seen = [_Seen() for _ in range(ls.geometry.max_hosts)]
+        self._known: set[int] = set()  # indexes of hosts whose record was ever seen non-blank
         self._last_area = memoryview(b"")  # the area of the previous update
 
     # --- feeding -------------------------------------------------------------------------
@@ -199,6 +200,8 @@ class HostView:
         record = LeaderRecord.unpack(area, start)
         seen, changed = _observe(self._seen[index], record, self.ls.space_name, now)
         self._seen[index] = seen
+        if seen.timestamp or seen.owner_id or seen.last_live is not None:
+            self._known.add(index)
         if not changed or index + 1 == self.ls.host_id:
             return None, False
         if not bit_is_set(_sector_bitmap(area, start), self.ls.host_id):
@@ -253,11 +256,7 @@ class HostView:
     def known(self) -> list[HostStatus]:
         """The status of every host whose record we have seen held or changing, in host id
         order (the others are all-default: never seen)."""
-        return [
-            self.status(index + 1)
-            for index, seen in enumerate(self._seen)
-            if seen.timestamp or seen.owner_id or seen.last_live is not None
-        ]
+        return [self.status(index + 1) for index in sorted(self._known)]
 
     def state(self, host_id: int, now: float) -> HostState:
         """``host_id``'s state at our time ``now`` (the table of 5.5).

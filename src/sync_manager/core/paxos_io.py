@@ -46,7 +46,7 @@ from sync_manager.ondisk.areas import (
     host_sector_offset,
     written_hosts,
 )
-from sync_manager.ondisk.dblock import PaxosDblock
+from sync_manager.ondisk.dblock import DBLOCK_SIZE, PaxosDblock
 from sync_manager.ondisk.geometry import Geometry
 from sync_manager.ondisk.leader import LEADER_COMPARE_LEN, LeaderRecord
 from sync_manager.ondisk.names import encode_name
@@ -136,6 +136,7 @@ class ReadPattern(enum.Enum):
 
     SANLOCK = "sanlock"  # the whole area first, then roundup_pow2(num_hosts + 2) sectors
     COMPACT = "compact"  # num_hosts + 2 sectors every time
+    MINIMAL = "minimal"  # first the leader and our own block only; then as COMPACT
 
 
 def majority(num_disks: int, ok: int) -> bool:
@@ -164,6 +165,9 @@ def check_leader(
 # --- read sizes ------------------------------------------------------------------------------
 
 
+_MINIMAL_HEAD_BYTES = 4096  # MINIMAL's first read: the leader, and our block if it is in here
+
+
 def lease_read_sectors(
     geometry: Geometry, pattern: ReadPattern, num_hosts_hint: int | None = None
 ) -> int:
@@ -181,6 +185,8 @@ def lease_read_sectors(
     """
     if pattern is ReadPattern.SANLOCK:
         return geometry.sectors
+    if pattern is ReadPattern.MINIMAL:
+        return min(geometry.sectors, max(_MINIMAL_HEAD_BYTES // geometry.sector_size, 1))
     hosts = num_hosts_hint if num_hosts_hint else geometry.max_hosts
     return min(geometry.sectors, max(hosts, 1) + FIRST_HOST_SECTOR)
 
@@ -255,7 +261,8 @@ def _read_area_one(
             found=leader.num_hosts,
             code=SANLK_LEADER_NUMHOSTS,
         )
-    if need > count:  # COMPACT guessed too few hosts: read the rest (see lease_read_sectors)
+    if need > count and pattern is not ReadPattern.MINIMAL:
+        # COMPACT guessed too few hosts: read the rest (see lease_read_sectors)
         rest = yield from read(path, base + count * sector_size, (need - count) * sector_size)
         buf += rest
     return buf, leader
@@ -268,6 +275,8 @@ def read_area(
     num_hosts_hint: int | None = None,
 ) -> Step[tuple[bytes, LeaderRecord, Geometry]]:
     """Read the lease on its first disk for a reader (no host id): bytes, leader, geometry."""
+    if pattern is ReadPattern.MINIMAL:  # a reader wants every host's block
+        pattern = ReadPattern.COMPACT
     path, base = resource.disks[0]
     geometry = resource.geometry
     while True:
@@ -296,6 +305,10 @@ def _read_head_one(
     if isinstance(got, _OtherGeometry):
         return got
     buf, leader = got
+    if pattern is ReadPattern.MINIMAL:
+        return (
+            yield from _head_from_own_block(buf, leader, geometry, host_id, path=path, base=base)
+        )
     max_mbal = 0
     for index in written_hosts(buf, geometry, leader.num_hosts):  # blank blocks: mbal 0
         start = (FIRST_HOST_SECTOR + index) * geometry.sector_size
@@ -307,6 +320,32 @@ def _read_head_one(
         max_mbal = max(max_mbal, dblock.mbal)
     ours = PaxosDblock.unpack(buf, host_sector_offset(host_id, geometry))
     return LeaseHead(leader, geometry, max_mbal, ours)
+
+
+def _head_from_own_block(
+    buf: bytes, leader: LeaderRecord, geometry: Geometry, host_id: int, *, path: str, base: int
+) -> Step[LeaseHead]:
+    """The lease head of a MINIMAL read: the leader and our own block, no other host's.
+
+    Why this is safe (issue 3's "read less where it is provably safe"): the other hosts'
+    blocks are used here only to pick a ballot number above theirs (max_mbal), which is for
+    progress, not for safety: Disk Paxos is safe for any ballot number, and phase 1 reads
+    every block anyway and aborts (DblockMbal, then a retry with a higher number) if a block
+    of this instance has a higher mbal. Blocks of older instances (lower lver) are ignored by
+    both phases. The leader, which decides who owns the lease and which instance is next, is
+    read and validated exactly as before.
+    """
+    at = host_sector_offset(host_id, geometry)
+    if len(buf) >= at + DBLOCK_SIZE:
+        sector = buf[at : at + DBLOCK_SIZE]
+    else:
+        sector = yield from read(path, base + at, geometry.sector_size)
+    ours = PaxosDblock.unpack(sector)
+    try:
+        ours.check()
+    except OnDiskError as err:
+        raise err.at(path, base + at) from None
+    return LeaseHead(leader, geometry, ours.mbal, ours)
 
 
 def read_lease_head(

@@ -16,6 +16,7 @@ Safety notes:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import random
@@ -23,12 +24,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from sync_manager.core import paxos
+from sync_manager.core.paxos_io import ReadPattern
 from sync_manager.core.paxos_shared import AcquireResult
 from sync_manager.daemon.clients import Client
 from sync_manager.daemon.lockspace import Lockspace
 from sync_manager.daemon.runner import Runner
-from sync_manager.direct import open_resource
 from sync_manager.errors import SyncManagerError
+from sync_manager.ondisk.geometry import Geometry
 from sync_manager.protocol.flags import AcquireFlag, ConvertFlag, ResourceFlag
 from sync_manager.protocol.resstr import res_to_str
 from sync_manager.protocol.structs import Resource
@@ -178,14 +180,17 @@ class ResourceTable:
         )
 
     def _acquire_on_disk(self, token: Token, owner_nowait: bool) -> AcquireResult:
-        """On a worker: read where the lease is and what it is, then run the paxos acquire."""
+        """On a worker: run the paxos acquire, reading only what it must (MINIMAL: the leader
+        and our block, then the two ballot phases; the leader tells the lease's geometry)."""
         driver = self.runner.driver(io_timeout=token.lockspace.io_timeout)
-        core, hint = open_resource(driver, token.core.lockspace, token.core.name, token.core.disks)
-        token.core = core
+        path = token.core.disks[0][0]
+        core = dataclasses.replace(
+            token.core, geometry=Geometry.default_for(driver.storage(path).sector_size)
+        )
         ls = token.lockspace
         lver = token.resource.lver if token.resource.flags & ResourceFlag.LVER else None
         num_hosts = token.resource.data32 if token.resource.flags & ResourceFlag.NUM_HOSTS else 0
-        return driver.run(
+        result = driver.run(
             paxos.acquire(
                 core,
                 token.host(),
@@ -197,9 +202,11 @@ class ResourceTable:
                 owner_nowait=owner_nowait,
                 num_hosts=num_hosts or None,
                 is_alive=ls.is_alive,
-                num_hosts_hint=hint,
+                read_pattern=ReadPattern.MINIMAL,
             )
         )
+        token.core = dataclasses.replace(core, geometry=result.geometry)
+        return result
 
     def _hold(self, token: Token) -> None:
         self.held.setdefault(token.key, []).append(token)
@@ -277,6 +284,7 @@ class ResourceTable:
                 owner_observations=ls.observations(),
                 owner_nowait=bool(flags & ConvertFlag.OWNER_NOWAIT),
                 is_alive=ls.is_alive,
+                read_pattern=ReadPattern.MINIMAL,
             )
         try:
             token.result = await self.runner.run(step, io_timeout=ls.io_timeout)

@@ -42,7 +42,7 @@ from sync_manager.core import delta, paxos
 from sync_manager.core.effects import Step, now, sleep
 from sync_manager.core.errors import RenewDiff, RenewOwner
 from sync_manager.core.hosts import HostView
-from sync_manager.core.paxos_io import LockspaceDisk
+from sync_manager.core.paxos_io import LockspaceDisk, ReadPattern
 from sync_manager.core.paxos_owner import OwnerObservation
 from sync_manager.errors import DiskIOError, IOTimeout, SyncManagerError, UsageError
 from sync_manager.ondisk.areas import ResourceArea, lockspace_init, resource_init
@@ -88,6 +88,7 @@ class ClusterConfig:
     # misconfigured with one host id: only the delta lease (5.2) keeps them from both using it.
     host_ids: tuple[int, ...] | None = None
     timeouts: Timeouts | None = None  # None: Timeouts(io_timeout, kill_grace)
+    read_pattern: ReadPattern = ReadPattern.MINIMAL  # what the daemon runs
 
     def timings(self) -> Timeouts:
         """The timings every host uses."""
@@ -457,6 +458,7 @@ class _Daemon:
             "lockspace": LockspaceDisk(DISK, 0, self.cluster.geometry, self.t.io_timeout),
             "owner_observations": observations,
             "is_alive": lambda h, g: view.is_alive(h, g, self.host.clock_now()),
+            "read_pattern": self.cluster.config.read_pattern,
             "owner_nowait": (
                 self.rng.random() < self.cluster.config.nowait_probability
                 if nowait is None
