@@ -27,7 +27,7 @@ from typing import Any
 
 from sync_manager import leasestr
 from sync_manager.errors import UsageError
-from sync_manager.timeouts import DEFAULT_IO_TIMEOUT, DEFAULT_KILL_GRACE
+from sync_manager.timeouts import DEFAULT_IO_TIMEOUT, DEFAULT_KILL_GRACE, WATCHDOG_FIRE_TIMEOUT
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_RUN_DIR", "Config", "load", "stable_host_name"]
 
@@ -54,8 +54,11 @@ class Config:
     def __post_init__(self) -> None:
         if self.io_timeout < 1:
             raise UsageError(f"io_timeout must be at least 1 second, not {self.io_timeout}")
-        if self.kill_grace < 0:
-            raise UsageError(f"kill_grace must be 0 or more, not {self.kill_grace}")
+        if not 0 <= self.kill_grace <= WATCHDOG_FIRE_TIMEOUT:
+            # Beyond it, SIGKILL would come after the watchdog resets the host (8N + 60).
+            raise UsageError(
+                f"kill_grace must be 0..{WATCHDOG_FIRE_TIMEOUT} seconds, not {self.kill_grace}"
+            )
         if not 1 <= self.max_worker_threads <= 1024:
             raise UsageError("max_worker_threads must be 1..1024")
         if len(self.host_name.encode()) > HOST_NAME_MAX:
