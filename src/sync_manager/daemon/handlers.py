@@ -219,8 +219,13 @@ async def _release(ctx: Context, req: p.Release) -> p.Reply:
     async def work() -> p.Reply:
         if req.flags & ReleaseFlag.ALL:
             result = await resources.release_all(target)
-        elif req.flags & (ReleaseFlag.ORPHAN | ReleaseFlag.RENAME):
-            return p.Result(0 if req.flags & ReleaseFlag.ORPHAN else -errno.EOPNOTSUPP)
+        elif req.flags & ReleaseFlag.ORPHAN:
+            named = req.resources[0] if req.resources else p.Resource(b"", b"")
+            orphans = resources.orphans(named.lockspace_name, named.name)
+            asyncio.get_running_loop().create_task(resources.release_orphans(orphans))
+            return p.Result(len(orphans))  # sanlock: the number queued for release
+        elif req.flags & ReleaseFlag.RENAME:
+            return p.Result(-errno.EOPNOTSUPP)
         else:
             result = 0
             for res in req.resources:
@@ -376,6 +381,8 @@ async def _set_config(ctx: Context, req: p.SetConfig) -> p.Reply:
     if used and ls.dead:
         return p.Result(-errno.ENOSPC)
     ls.used_externally = used
+    if ls.policy is not None:  # recovery does not end while something outside still uses it
+        ls.policy = dataclasses.replace(ls.policy, used_externally=used)
     return p.Result(0)
 
 

@@ -63,6 +63,7 @@ class Token:
     shared: bool
     result: AcquireResult | None = None
     persistent: bool = False
+    orphan: bool = False  # a persistent lease whose process exited: held, owned by no one
 
     @property
     def key(self) -> tuple[bytes, bytes]:
@@ -149,6 +150,10 @@ class ResourceTable:
         if key in self.acquiring:
             raise LeaseError(-errno.EBUSY, f"{token.text()} is being acquired")
         holders = self.held.get(key, [])
+        orphan = next((t for t in holders if t.orphan), None)
+        if orphan is not None:
+            self._adopt(orphan, token, flags)
+            return
         if holders:
             if token.shared and all(t.shared for t in holders):
                 token.result = holders[0].result
@@ -208,6 +213,17 @@ class ResourceTable:
         token.core = dataclasses.replace(core, geometry=result.geometry)
         return result
 
+    def _adopt(self, orphan: Token, token: Token, flags: int) -> None:
+        """``token`` takes over ``orphan`` (ACQUIRE with SANLK_ACQUIRE_ORPHAN*): no disk I/O."""
+        if not flags & (AcquireFlag.ORPHAN | AcquireFlag.ORPHAN_ONLY):
+            raise LeaseError(-errno.EUCLEAN, f"{orphan.text()} is an orphan: adopt it or free it")
+        if orphan.shared != token.shared:
+            raise LeaseError(-errno.EUCLEAN, f"{orphan.text()} is an orphan in the other mode")
+        self._unhold(orphan)
+        token.result, token.core = orphan.result, orphan.core
+        self._hold(token)
+        log.info("pid %d adopted orphan %s", token.client.peer.pid, token.text())
+
     def _hold(self, token: Token) -> None:
         self.held.setdefault(token.key, []).append(token)
         token.client.tokens.append(token)
@@ -250,6 +266,34 @@ class ResourceTable:
             self.held.pop(token.key, None)
         if token in token.client.tokens:
             token.client.tokens.remove(token)
+
+    async def client_exited(self, client: Client) -> None:
+        """``client`` is gone: its persistent leases become orphans, the rest are released."""
+        for token in list(client.tokens):
+            if token.persistent and not token.lockspace.dead:
+                client.tokens.remove(token)
+                token.orphan = True
+                log.info("%s of pid %d kept as an orphan", token.text(), client.peer.pid)
+            else:
+                await self.release(token)
+
+    def forget(self, ls: Lockspace) -> None:
+        """The lockspace ended: its orphans (no process holds them) are forgotten; their
+        leases on disk are freed by the host id's end, as any lease of ours there."""
+        for token in self.in_lockspace(ls):
+            if token.orphan:
+                self._unhold(token)
+
+    def orphans(self, lockspace: bytes, name: bytes = b"") -> list[Token]:
+        """The orphans of ``lockspace`` (all, or the one called ``name``)."""
+        return [
+            t for t in self if t.orphan and t.key[0] == lockspace and (not name or t.key[1] == name)
+        ]
+
+    async def release_orphans(self, tokens: list[Token]) -> None:
+        """Free orphans on disk (REL_ORPHAN)."""
+        for token in tokens:
+            await self.release(token)
 
     async def release_all(self, client: Client) -> int:
         """Release every lease of ``client`` (it exited, or asked REL_ALL)."""

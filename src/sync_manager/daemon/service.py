@@ -168,6 +168,7 @@ class Daemon:
         """Recovery or removal is over: stop renewing, free the host id if safe, forget it."""
         self.fencers.pop(ls.space_id, None)
         self.watchdog.disarm(watchdog_key(ls))
+        self.resources.forget(ls)
         await ls.leave(release=release)
         self._drop(ls)
         log.info("lockspace %s: ended (host id %s)", ls.name, "freed" if release else "kept")
@@ -235,7 +236,7 @@ class Daemon:
                 client.peer.pid,
                 len(client.tokens),
             )
-        await self.resources.release_all(client)
+        await self.resources.client_exited(client)
         self.clients.remove(client)
         for space_id in spaces:
             fencer = self.fencers.get(space_id)

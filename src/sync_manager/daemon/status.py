@@ -106,7 +106,7 @@ def status_records(daemon: Daemon, asking: Client, what: int) -> tuple[p.StateRe
     for token in daemon.resources:
         described = token.described()
         pairs = {
-            "list": "held",
+            "list": "orphan" if token.orphan else "held",
             "flags": f"{described.flags:x}",
             "sector_size": token.core.geometry.sector_size,
             "align_size": token.core.geometry.align_size,
