@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from sync_manager.daemon.clients import Client
 from sync_manager.daemon.lockspace import Lockspace
@@ -38,7 +37,7 @@ class Fencer:
         clients: Callable[[], Iterable[Client]],
         watchdog: Watchdog,
         executor: Executor,
-        end: Callable[[Lockspace, bool], Coroutine[Any, Any, None]],
+        end: Callable[[Lockspace, bool], None],
     ) -> None:
         self.ls = ls
         self._clients = clients
@@ -96,7 +95,7 @@ class Fencer:
         )
         self._watchdog.tick(now)
         if decision.release_lockspace:
-            asyncio.get_running_loop().create_task(self._end(ls, decision.release_delta))
+            self._end(ls, decision.release_delta)
             return None
         return policy.next_check_at(
             now, ls.policy, [c.policy_state() for c in holders], ls.timeouts

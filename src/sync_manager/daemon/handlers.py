@@ -222,7 +222,7 @@ async def _release(ctx: Context, req: p.Release) -> p.Reply:
         elif req.flags & ReleaseFlag.ORPHAN:
             named = req.resources[0] if req.resources else p.Resource(b"", b"")
             orphans = resources.orphans(named.lockspace_name, named.name)
-            asyncio.get_running_loop().create_task(resources.release_orphans(orphans))
+            ctx.daemon.spawn(resources.release_orphans(orphans), "release orphans")
             return p.Result(len(orphans))  # sanlock: the number queued for release
         elif req.flags & ReleaseFlag.RENAME:
             return p.Result(-errno.EOPNOTSUPP)

@@ -12,7 +12,9 @@ import dataclasses
 import errno
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from sync_manager.core import paxos
 from sync_manager.core.errors import Aborted
@@ -31,6 +33,8 @@ from sync_manager.timeouts import DEFAULT_IO_TIMEOUT, DEFAULT_KILL_GRACE
 __all__ = ["Daemon", "Settings"]
 
 log = logging.getLogger("sync_manager.daemon")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,20 @@ class Daemon:
         self.started = time.monotonic()
         self.stopped = asyncio.Event()
         self.shutting_down = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        """Run ``work`` in the background; the daemon keeps it referenced until it ends and
+        logs it if it fails (a bug: nothing the daemon starts this way should raise)."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     # --- finding lockspaces ------------------------------------------------------------------
 
@@ -106,7 +124,7 @@ class Daemon:
             kill_grace=self.settings.kill_grace,
         )
         self.lockspaces.append(ls)
-        joining = asyncio.create_task(self._join(ls), name=f"join {name}")
+        joining = self.spawn(self._join(ls), f"join {name}")
         if not wait:
             return 0
         return await joining
@@ -126,7 +144,7 @@ class Daemon:
             await ls.leave(release=True)
             self._drop(ls)
             return -1
-        fencer = Fencer(ls, lambda: self.clients, self.watchdog, self.executor, self.end_lockspace)
+        fencer = Fencer(ls, lambda: self.clients, self.watchdog, self.executor, self._end_later)
         self.fencers[ls.space_id] = fencer
         fencer.start()
         return 0
@@ -164,6 +182,9 @@ class Daemon:
     def _acquiring_in(self, ls: Lockspace) -> bool:
         return any(key[0] == ls.name.encode() for key in self.resources.acquiring)
 
+    def _end_later(self, ls: Lockspace, release: bool) -> None:
+        self.spawn(self.end_lockspace(ls, release), f"end {ls.name}")
+
     async def end_lockspace(self, ls: Lockspace, release: bool) -> None:
         """Recovery or removal is over: stop renewing, free the host id if safe, forget it."""
         self.fencers.pop(ls.space_id, None)
@@ -189,7 +210,7 @@ class Daemon:
 
     def examine_later(self, ls: Lockspace) -> None:
         """Examine the leases held in ``ls`` for requests, in the background."""
-        asyncio.get_running_loop().create_task(self.examine(self.resources.in_lockspace(ls)))
+        self.spawn(self.examine(self.resources.in_lockspace(ls)), f"examine {ls.name}")
 
     async def examine(self, tokens: list[Token]) -> int:
         """Read the request record of each exclusive lease in ``tokens``; act on the holder of
