@@ -7,7 +7,9 @@ daemon, over the ordinary client calls (so it works against sanlock's daemon too
   is the owner host's monotonic clock (seconds) when it acquired the lease;
 * STATUS: on this host, the pid that holds it and the owner name its acquire gave (a VM id);
 * HOST_STATUS: for another host, its name (the delta lease's resource name), the timestamp of
-  its last renewal (its own clock) and when this daemon last saw it renew (our clock).
+  its last renewal (its own clock) and when this daemon last saw it renew (our clock). It lists
+  hosts only once the daemon has renewed once after joining; before that the name is read
+  from the host's delta lease on disk (when this process may read it).
 
 Clocks: timestamps are each host's ``CLOCK_MONOTONIC`` in seconds, so on this host they compare
 with ``time.monotonic()``; for another host the age of the lease is estimated as (our clock
@@ -20,8 +22,10 @@ import contextlib
 import time
 from dataclasses import dataclass
 
+from sync_manager import direct
 from sync_manager.client import Client, SanlockError, Status
-from sync_manager.leasestr import ResourceSpec, format_resource
+from sync_manager.errors import SyncManagerError
+from sync_manager.leasestr import DiskLocation, LockspaceSpec, ResourceSpec, format_resource
 
 __all__ = ["Holder", "find_holder", "holder_text"]
 
@@ -70,6 +74,8 @@ def find_holder(client: Client, spec: ResourceSpec) -> Holder | None:
             shared=owners.shared,
         )
     name, renewed_ago, renewal_ts = _remote_host(client, spec.lockspace, owner.host_id)
+    if name is None:  # HOST_STATUS lists hosts only after our first renewal: read its lease
+        name = _name_on_disk(status, spec.lockspace, owner.host_id)
     remote_for = None
     if renewed_ago is not None and renewal_ts and owner.timestamp:
         remote_for = renewed_ago + max(0, renewal_ts - owner.timestamp)
@@ -119,6 +125,21 @@ def _remote_host(
         renewed_ago = time.monotonic() - last_live if last_live else None
         return name, renewed_ago, host.timestamp
     return None, None, 0
+
+
+def _name_on_disk(status: Status | None, lockspace: str, host_id: int) -> str | None:
+    """The name in host ``host_id``'s delta lease, read from the lockspace's disk."""
+    where = [ls.info for ls in status.lockspaces if ls.info.name == lockspace] if status else []
+    if not where:
+        return None
+    try:
+        disk = DiskLocation(where[0].path, where[0].offset)
+        read = direct.read_lockspace_leader(LockspaceSpec(lockspace, host_id, disk))
+    except SyncManagerError:
+        return None
+    if read.leader is None or read.error is not None:
+        return None
+    return read.leader.resource or None
 
 
 def _number(text: str | None) -> int:
