@@ -22,14 +22,16 @@ from pathlib import Path
 
 import pytest
 
+from sync_manager import direct
 from sync_manager.cli.main import main
 from sync_manager.client import Client, ResourceState
+from sync_manager.leasestr import DiskLocation, LockspaceSpec, ResourceSpec
 from tests.daemons import SyncManagerDaemon
 
 LS = "WLS"
 HOST = "wrapper-host"
 MIB = 1 << 20
-LEASES = ("run", "busy", "kill", "nobody", "argv", "missing", "command")
+LEASES = ("run", "busy", "kill", "nobody", "argv", "missing", "command", "remote")
 WAIT = 20.0  # bound on a wait that should end at once; reached only on failure
 FREED_WITHIN = 1.0  # the issue: a holder's exit frees its lease within a second
 
@@ -41,20 +43,23 @@ def _offset(name: str) -> int:
 
 
 def _init(path: Path, lockspace: str, names: tuple[str, ...]) -> None:
-    subprocess.run(
-        [*SM, "direct", "init", "-s", f"{lockspace}:0:{path}:0", "-o", "1"],
-        check=True,
-        capture_output=True,
-    )
+    """``direct init`` of an io_timeout 1 lockspace at 0 and the leases ``names``."""
+    disk = DiskLocation(str(path), 0)
+    direct.init_lockspace(LockspaceSpec(lockspace, 0, disk), io_timeout=1)
     for name in names:
-        res = f"{lockspace}:{name}:{path}:{_offset(name)}"
-        subprocess.run([*SM, "direct", "init", "-r", res], check=True, capture_output=True)
+        where = (DiskLocation(str(path), _offset(name)),)
+        direct.init_resource(ResourceSpec(lockspace, name, where))
 
 
 @pytest.fixture(scope="module")
 def lease_dir() -> Iterator[Path]:
-    """A directory anyone may search, holding lease files only root may open (0600)."""
-    path = Path(tempfile.mkdtemp(prefix="smwrap", dir="/tmp"))
+    """A directory anyone may search, holding lease files only root may open (0600).
+
+    On tmpfs when there is one: with io_timeout 1, a disk busy with other work can time out
+    renewals for 8 s, and the daemon then (rightly) kills the lease holders under test.
+    """
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    path = Path(tempfile.mkdtemp(prefix="smwrap", dir=base))
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -182,6 +187,49 @@ def test_second_wrapper_is_refused_and_runs_nothing(
     assert "lver " in lines[0]
     assert f"wait until pid {first.pid} exits" in lines[1]
     assert "the command was not run" in lines[1]
+
+
+def test_lease_held_by_another_host(daemon: SyncManagerDaemon, lease_file: Path) -> None:
+    first = _wrap(daemon, lease_file, "remote", ["sh", "-c", "echo ready; read x"])
+    other = SyncManagerDaemon("other-host")
+    argv = [*SM, "daemon", "-n", "vm-2", "-s", f"{LS}:2:{lease_file}:0"]
+    argv += ["-l", f"remote:{lease_file}:{_offset('remote')}", "-c", "echo", "ran"]
+    try:
+        _ready(first)
+        other.start()
+        client = Client(other.run_dir)
+        client.add_lockspace(LS, 2, lease_file, 0, io_timeout=1)
+        # at once: the holder's name comes from its delta lease on disk
+        early = subprocess.run(
+            argv, env=other.env, capture_output=True, text=True, timeout=WAIT, check=False
+        )
+        deadline = time.monotonic() + WAIT
+        while not client.host_status(LS) and time.monotonic() < deadline:
+            time.sleep(0.05)  # HOST_STATUS lists hosts after the daemon's first renewal
+        # then: when it last renewed, and for how long it has held the lease
+        later = subprocess.run(
+            argv, env=other.env, capture_output=True, text=True, timeout=WAIT, check=False
+        )
+    finally:
+        _finish(first)
+        subprocess.run(
+            [*SM, "client", "shutdown", "-f", "1", "-w", "1"],
+            env=other.env,
+            capture_output=True,
+            timeout=WAIT,
+            check=False,
+        )
+        other.stop()
+    res = f"{LS}:remote:{lease_file}:{_offset('remote')}"
+    for done in (early, later):
+        assert (done.returncode, done.stdout) == (75, ""), done.stderr
+        lines = done.stderr.splitlines()
+        assert len(lines) == 2, done.stderr
+        assert lines[0].startswith(f"sync_manager: lease remote ({res}) is held by host 1 ({HOST})")
+        assert "(lver 1)" in lines[0]
+        assert f"sync_manager client request -r {res}:2 -f 2" in lines[1]  # lver 1 + 1
+    assert " for about " in later.stderr
+    assert "; host 1 last renewed its host lease " in later.stderr
 
 
 def test_killed_command_frees_its_lease_at_once(
