@@ -365,7 +365,7 @@ async def _get_hosts(ctx: Context, req: p.GetHosts) -> p.Reply:
     ls = ctx.daemon.named(req.lockspace.lockspace)
     if ls is None:
         return p.HostsReply(-errno.ENOENT)
-    if ls.view is None or not ls.renewals:  # as sanlock: not before our first renewal
+    if ls.view is None or not ls.hosts_reported:
         return p.HostsReply(-errno.EAGAIN)
     return p.HostsReply(0, status.host_structs(ls, req.lockspace.host_id))
 

@@ -85,7 +85,7 @@ class Lockspace:
     renewal_last_result: int = 0
     renewal_last_attempt: int = 0
     renew_fail: bool = False
-    renewals: int = 0  # successful renewals since the join; hosts are reported after the first
+    renewals: int = 0  # successful renewals since the join
     used_externally: bool = False
     _renewal: asyncio.Task[None] | None = None
 
@@ -99,6 +99,17 @@ class Lockspace:
             and self.offset == offset
             and host_id in (0, self.host_id)
         )
+
+    @property
+    def hosts_reported(self) -> bool:
+        """Whether GET_HOSTS and HOST_STATUS report the other hosts yet.
+
+        sanlock reports them from its first renewal after the join, one renewal interval
+        after the join ends. Ours renews at once after the join (the acquire's 2N wait used up
+        the interval; renewing early only widens the safety margin), so we report from our
+        second renewal: the same moment as sanlock, as its clients expect.
+        """
+        return self.renewals >= 2
 
     @property
     def timeouts(self) -> Timeouts:
@@ -199,9 +210,6 @@ class Lockspace:
         ``policy``. Renewals go on during recovery: a success moves the watchdog's deadline."""
         previous_ok = True
         t = self.timeouts
-        # The first renewal comes one interval after the join ends, as sanlock's: the acquire
-        # already waited 2N, and hosts are reported (get_hosts) only after it.
-        await asyncio.sleep(t.renewal)
         while self.lease is not None and self.policy is not None:
             wait = self.lease.last_success + t.renewal - time.monotonic()
             if not previous_ok:

@@ -34,6 +34,7 @@ log = logging.getLogger("sync_manager.server")
 SOCKET_NAME = "sanlock.sock"
 SOCKET_MODE = 0o660
 READ_SIZE = 64 * 1024
+CLOSE_GRACE = 2.0  # seconds a reply in progress may take when the daemon stops
 _PEERCRED = struct.Struct("3i")
 
 # After these commands sanlock closes the connection (protocol 2.4, class D).
@@ -58,6 +59,7 @@ class Server:
         self.admin_gid = _group_id(admin_group) if admin_group else None
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._replying: set[asyncio.Future[None]] = set()  # one per reply being made
 
     async def start(self) -> None:
         """Bind (replacing a stale socket file), set its mode and group, listen."""
@@ -70,9 +72,12 @@ class Server:
         log.info("listening on %s (mode %o)", self.path, SOCKET_MODE)
 
     async def close(self) -> None:
-        """Stop listening, close every connection, remove the socket file."""
+        """Stop listening, let replies being made go out (SHUTDOWN_WAIT's), close every
+        connection, remove the socket file."""
         if self._server is not None:
             self._server.close()
+        if self._replying:
+            await asyncio.wait(list(self._replying), timeout=CLOSE_GRACE)
         for task in list(self._connections):
             task.cancel()
         if self._connections:
@@ -162,12 +167,18 @@ class Server:
             await _send(writer, header, p.error_reply(command, err.code))
             return True
         ctx = Context(self.daemon, client, header, admin)
+        replied = asyncio.get_running_loop().create_future()
+        self._replying.add(replied)
         try:
-            reply = await handle(ctx, request)
-        except Exception:  # a bug: log it with its traceback, answer, and keep serving
-            log.exception("pid %d: %s failed", client.peer.pid, request.COMMAND.name)
-            reply = p.error_reply(request.COMMAND, -errno.EFAULT)
-        await _send(writer, header, reply)
+            try:
+                reply = await handle(ctx, request)
+            except Exception:  # a bug: log it with its traceback, answer, and keep serving
+                log.exception("pid %d: %s failed", client.peer.pid, request.COMMAND.name)
+                reply = p.error_reply(request.COMMAND, -errno.EFAULT)
+            await _send(writer, header, reply)
+        finally:
+            self._replying.discard(replied)
+            replied.set_result(None)
         return request.COMMAND not in _CLOSE_AFTER
 
     def _is_admin(self, peer: Peer) -> bool:

@@ -69,8 +69,8 @@ def host_structs(ls: Lockspace, host_id: int) -> tuple[p.Host, ...]:
 
 def host_records(ls: Lockspace) -> tuple[p.StateRecord, ...]:
     """HOST_STATUS: one HOST record per host seen live or holding a record."""
-    if ls.view is None or ls.core is None or not ls.renewals:
-        return ()  # as sanlock: nothing before our first renewal
+    if ls.view is None or ls.core is None or not ls.hosts_reported:
+        return ()
     out = []
     for s in ls.view.known():
         if not s.last_live and not s.owner_id:
