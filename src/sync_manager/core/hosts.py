@@ -11,7 +11,7 @@ and write the per-host request bits at byte 256 of each delta-lease sector.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -155,7 +155,7 @@ class HostView:
         self.last_check: float | None = None
         self._seen = [_Seen() for _ in range(ls.geometry.max_hosts)]
         self._known: set[int] = set()  # indexes of hosts whose record was ever seen non-blank
-        self._last_area = memoryview(b"")  # the area of the previous update
+        self._last_area = b""  # the area of the previous update
 
     # --- feeding -------------------------------------------------------------------------
 
@@ -180,18 +180,14 @@ class HostView:
         self.last_check = now
         events: list[HostMessage] = []
         requests: list[int] = []
-        view, last = memoryview(area), self._last_area
-        size = geometry.sector_size
-        for index in range(geometry.max_hosts):
-            start = index * size
-            if last[start : start + size] == view[start : start + size]:
-                continue  # the same bytes as last time: looking again changes nothing
-            message, request = self._look(index, area, start, now)
+        area, last = bytes(area), self._last_area
+        for index in _changed_sectors(area, last, geometry.sector_size, geometry.max_hosts):
+            message, request = self._look(index, area, index * geometry.sector_size, now)
             if message is not None:
                 events.append(message)
             if request:
                 requests.append(index + 1)
-        self._last_area = memoryview(bytes(area))
+        self._last_area = area
         return Notices(tuple(events), tuple(requests))
 
     def _look(
@@ -300,6 +296,26 @@ class HostView:
     def _check_host(self, host_id: int) -> None:
         if not 1 <= host_id <= self.ls.geometry.max_hosts:
             raise UsageError(f"host id {host_id} out of range 1..{self.ls.geometry.max_hosts}")
+
+
+_CHUNK_SECTORS = 64
+
+
+def _changed_sectors(area: bytes, last: bytes, size: int, count: int) -> Iterator[int]:
+    """The indexes of the first ``count`` sectors of ``area`` that differ from ``last``.
+
+    Unchanged sectors need no second look (the same bytes change nothing), and most sectors
+    never change: runs of them are compared a chunk at a time at C speed, so a renewal of a
+    2000-host lockspace costs microseconds, not milliseconds, of the event loop.
+    """
+    chunk = _CHUNK_SECTORS * size
+    for base in range(0, count * size, chunk):
+        end = min(base + chunk, count * size)
+        if area[base:end] == last[base:end]:
+            continue
+        for start in range(base, end, size):
+            if area[start : start + size] != last[start : start + size]:
+                yield start // size
 
 
 def _observe(
