@@ -190,11 +190,11 @@ async def _read_resource_owners(ctx: Context, req: p.ReadResourceOwners) -> p.Re
     spec = _resource_spec(res)
 
     def read() -> tuple[LeaderRecord, list[paxos.Owner]]:
-        driver = ctx.daemon.runner.driver()
         disks = tuple((d.path, d.offset) for d in spec.disks)
-        core, hint = direct.open_resource(driver, spec.lockspace, spec.name, disks)
-        leader = driver.run(paxos.read_leader(core))
-        return leader, driver.run(paxos.read_owners(core, num_hosts_hint=hint))
+        with ctx.daemon.runner.driver() as driver:
+            core, hint = direct.open_resource(driver, spec.lockspace, spec.name, disks)
+            leader = driver.run(paxos.read_leader(core))
+            return leader, driver.run(paxos.read_owners(core, num_hosts_hint=hint))
 
     leader, owners = await ctx.daemon.runner.call(read)
     hosts = tuple(

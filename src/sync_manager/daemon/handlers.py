@@ -282,16 +282,12 @@ async def _request(ctx: Context, req: p.RequestLease) -> p.Reply:
     core = _core_resource(res)
 
     def on_disk() -> paxos.RequestResult:
-        driver = ctx.daemon.runner.driver(io_timeout=ls.io_timeout)
-        resource, _ = open_resource(driver, core.lockspace, core.name, core.disks)
-        return driver.run(
-            paxos.request(
-                resource,
-                lver,
-                req.force_mode,
-                next_lver=bool(req.flags & RequestFlag.NEXT_LVER),
+        with ctx.daemon.runner.driver(io_timeout=ls.io_timeout) as driver:
+            resource, _ = open_resource(driver, core.lockspace, core.name, core.disks)
+            step = paxos.request(
+                resource, lver, req.force_mode, next_lver=bool(req.flags & RequestFlag.NEXT_LVER)
             )
-        )
+            return driver.run(step)
 
     result = await ctx.daemon.runner.call(on_disk)
     if result.owner_id and result.written is not None and ls.view is not None:

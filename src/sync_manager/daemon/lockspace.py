@@ -178,22 +178,22 @@ class Lockspace:
 
     def _acquire(self) -> delta.DeltaLease:
         """On a worker: find the geometry, then run the delta lease acquire."""
-        driver = self.runner.driver(self._purpose, self.io_timeout)
-        try:
-            storage = driver.storage(self.path)
-        except StorageError as err:  # sanlock answers -ENODEV for any open failure
-            raise StorageError(self.path, str(err), code=-errno.ENODEV) from None
-        geometry = existing_geometry(storage, self.offset)
-        self.core = delta.Lockspace(
-            self.name,
-            self.path,
-            self.offset,
-            geometry,
-            self.host_id,
-            self.host_name,
-            self.io_timeout,
-        )
-        return driver.run(delta.acquire(self.core, abort=self.aborting.is_set))
+        with self.runner.driver(self._purpose, self.io_timeout) as driver:
+            try:
+                storage = driver.storage(self.path)
+            except StorageError as err:  # sanlock answers -ENODEV for any open failure
+                raise StorageError(self.path, str(err), code=-errno.ENODEV) from None
+            geometry = existing_geometry(storage, self.offset)
+            self.core = delta.Lockspace(
+                self.name,
+                self.path,
+                self.offset,
+                geometry,
+                self.host_id,
+                self.host_name,
+                self.io_timeout,
+            )
+            return driver.run(delta.acquire(self.core, abort=self.aborting.is_set))
 
     def abort_join(self) -> None:
         """Make a join in progress stop at its next one-second wait (raising Aborted)."""

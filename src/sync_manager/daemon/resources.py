@@ -20,11 +20,12 @@ import dataclasses
 import errno
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from sync_manager.core import paxos
 from sync_manager.core.paxos_io import ReadPattern
+from sync_manager.core.paxos_owner import OwnerObservation
 from sync_manager.core.paxos_shared import AcquireResult
 from sync_manager.daemon.clients import Client
 from sync_manager.daemon.lockspace import Lockspace
@@ -167,9 +168,10 @@ class ResourceTable:
         if flags & AcquireFlag.ORPHAN_ONLY:
             raise LeaseError(-errno.ENOENT, f"{token.text()}: no orphan to adopt")
         self.acquiring.add(key)
+        observations = token.lockspace.observations()  # a snapshot, taken on the loop
         try:
             token.result = await self.runner.call(
-                lambda: self._acquire_on_disk(token, owner_nowait)
+                lambda: self._acquire_on_disk(token, observations, owner_nowait)
             )
         except SyncManagerError as err:
             log.info("acquire %s for pid %d failed: %s", token.text(), token.client.peer.pid, err)
@@ -184,32 +186,33 @@ class ResourceTable:
             token.client.peer.pid,
         )
 
-    def _acquire_on_disk(self, token: Token, owner_nowait: bool) -> AcquireResult:
+    def _acquire_on_disk(
+        self, token: Token, observations: Mapping[int, OwnerObservation], owner_nowait: bool
+    ) -> AcquireResult:
         """On a worker: run the paxos acquire, reading only what it must (MINIMAL: the leader
         and our block, then the two ballot phases; the leader tells the lease's geometry)."""
-        driver = self.runner.driver(io_timeout=token.lockspace.io_timeout)
-        path = token.core.disks[0][0]
-        core = dataclasses.replace(
-            token.core, geometry=Geometry.default_for(driver.storage(path).sector_size)
-        )
         ls = token.lockspace
         lver = token.resource.lver if token.resource.flags & ResourceFlag.LVER else None
         num_hosts = token.resource.data32 if token.resource.flags & ResourceFlag.NUM_HOSTS else 0
-        result = driver.run(
-            paxos.acquire(
-                core,
-                token.host(),
-                rng=self.rng,
-                lockspace=ls.disk(),
-                owner_observations=ls.observations(),
-                lver=lver,
-                shared=token.shared,
-                owner_nowait=owner_nowait,
-                num_hosts=num_hosts or None,
-                is_alive=ls.is_alive,
-                read_pattern=ReadPattern.MINIMAL,
+        with self.runner.driver(io_timeout=ls.io_timeout) as driver:
+            path = token.core.disks[0][0]
+            sector_size = driver.storage(path).sector_size
+            core = dataclasses.replace(token.core, geometry=Geometry.default_for(sector_size))
+            result = driver.run(
+                paxos.acquire(
+                    core,
+                    token.host(),
+                    rng=self.rng,
+                    lockspace=ls.disk(),
+                    owner_observations=observations,
+                    lver=lver,
+                    shared=token.shared,
+                    owner_nowait=owner_nowait,
+                    num_hosts=num_hosts or None,
+                    is_alive=ls.is_alive,
+                    read_pattern=ReadPattern.MINIMAL,
+                )
             )
-        )
         token.core = dataclasses.replace(core, geometry=result.geometry)
         return result
 
