@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sync_manager.core.effects import Step, now, read, sleep
+from sync_manager.core.hosts import HostStatus
 from sync_manager.core.paxos_errors import AcquireIdLive, AcquireLockspace, AcquireOwnedRetry
 from sync_manager.core.paxos_io import (
     IO_ERRORS,
@@ -53,6 +54,18 @@ class OwnerObservation:
     generation: int
     timestamp: int
     io_timeout: int
+
+    @classmethod
+    def of(cls, status: HostStatus) -> OwnerObservation:
+        """The observation in a :class:`HostView`'s status of one host."""
+        return cls(
+            status.last_check or 0.0,
+            status.last_live or 0.0,
+            status.owner_id,
+            status.generation,
+            status.timestamp,
+            status.io_timeout,
+        )
 
 
 def _owner_released(resource: Resource, geometry: Geometry, owner_id: int) -> Step[bool]:

@@ -309,17 +309,7 @@ class Lockspace:
         """Our host_status of every host seen, for the paxos core's owner checks."""
         if self.view is None or self.core is None:
             return {}
-        out = {}
-        for s in self.view.known():
-            out[s.host_id] = OwnerObservation(
-                s.last_check or 0.0,
-                s.last_live or 0.0,
-                s.owner_id,
-                s.generation,
-                s.timestamp,
-                s.io_timeout,
-            )
-        return out
+        return {s.host_id: OwnerObservation.of(s) for s in self.view.known()}
 
     def is_alive(self, host_id: int, generation: int) -> bool:
         """May that host (generation) still hold leases? (True when we know nothing.)"""

@@ -445,15 +445,7 @@ class _Daemon:
         view = self.view
         observations = {}
         for host_id in range(1, self.cluster.config.hosts + 1):
-            s = view.status(host_id)
-            observations[host_id] = OwnerObservation(
-                s.last_check or 0.0,
-                s.last_live or 0.0,
-                s.owner_id,
-                s.generation,
-                s.timestamp,
-                s.io_timeout,
-            )
+            observations[host_id] = OwnerObservation.of(view.status(host_id))
         return {
             "lockspace": LockspaceDisk(DISK, 0, self.cluster.geometry, self.t.io_timeout),
             "owner_observations": observations,
