@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync_manager import protocol as p
-from sync_manager.core import delta, paxos
-from sync_manager.daemon import disk_commands, status
+from sync_manager.core import paxos
+from sync_manager.daemon import disk_commands, event_commands, status
 from sync_manager.daemon.clients import Client
 from sync_manager.daemon.resources import LeaseError, Token
 from sync_manager.daemon.service import Daemon
@@ -38,7 +38,6 @@ from sync_manager.protocol.flags import (
     RemLockspaceFlag,
     RequestFlag,
     ResourceFlag,
-    SetEventFlag,
 )
 from sync_manager.protocol.header import SELF, Command
 
@@ -382,58 +381,6 @@ async def _set_config(ctx: Context, req: p.SetConfig) -> p.Reply:
     return p.Result(0)
 
 
-# --- events ------------------------------------------------------------------------------
-
-MAX_EVENT_CONNECTIONS = 32  # sanlock's per-lockspace limit
-
-
-@_handles(p.RegEvent)
-async def _reg_event(ctx: Context, req: p.RegEvent) -> p.Reply:
-    ls = ctx.daemon.named(req.lockspace.lockspace)
-    if ls is None:
-        return p.Result(-errno.ENOENT)
-    if len(ls.event_sinks) >= MAX_EVENT_CONNECTIONS:
-        return p.Result(-errno.ENOCSI)
-    client = ctx.client
-    if client.send is None or client.events_of is not None:
-        return p.Result(-errno.EINVAL)
-    ls.event_sinks.append(client.send)
-    client.events_of = ls
-    return p.Result(0)
-
-
-@_handles(p.EndEvent)
-async def _end_event(ctx: Context, req: p.EndEvent) -> p.Reply:
-    # The client has closed its event connection already; the server dropped it on EOF.
-    if ctx.daemon.named(req.lockspace.lockspace) is None:
-        return p.Result(-errno.ENOENT)
-    return p.Result(0)
-
-
-@_handles(p.SetEvent)
-async def _set_event(ctx: Context, req: p.SetEvent) -> p.Reply:
-    ls = ctx.daemon.named(req.lockspace.lockspace)
-    if ls is None:
-        return p.Result(-errno.ENOENT)
-    he, flags = req.event, req.flags
-    if not he.host_id or ls.core is None or he.host_id > ls.core.geometry.max_hosts:
-        return p.Result(-errno.EINVAL)
-    if flags & SetEventFlag.CUR_GENERATION and not he.generation and ls.view is not None:
-        he = dataclasses.replace(he, generation=ls.view.status(he.host_id).generation)
-    if flags & SetEventFlag.CLEAR_EVENT:
-        ls.event = delta.NO_EVENT
-        return p.Result(0)
-    if flags & SetEventFlag.CLEAR_HOSTID:
-        return p.Result(0)  # our notify bit for that host simply expires
-    result = ls.set_event(
-        he.host_id,
-        he,
-        replace=bool(flags & SetEventFlag.REPLACE_EVENT),
-        all_hosts=bool(flags & SetEventFlag.ALL_HOSTS),
-    )
-    return p.Result(result)
-
-
 # --- daemon ------------------------------------------------------------------------------
 
 
@@ -484,3 +431,4 @@ async def _shutdown_wait(ctx: Context, req: p.ShutdownWait) -> p.Reply:
 
 
 disk_commands.register(_handles)
+event_commands.register(_handles)
