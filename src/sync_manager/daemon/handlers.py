@@ -25,6 +25,7 @@ from sync_manager.core import paxos
 from sync_manager.daemon import disk_commands, event_commands, status
 from sync_manager.daemon.clients import Client
 from sync_manager.daemon.resources import LeaseError, Token
+from sync_manager.daemon.runner import lease_purpose
 from sync_manager.daemon.service import Daemon
 from sync_manager.direct import open_resource
 from sync_manager.errors import SyncManagerError
@@ -281,7 +282,8 @@ async def _request(ctx: Context, req: p.RequestLease) -> p.Reply:
     core = _core_resource(res)
 
     def on_disk() -> paxos.RequestResult:
-        with ctx.daemon.runner.driver(io_timeout=ls.io_timeout) as driver:
+        purpose = lease_purpose(core.lockspace, core.name)  # the request record is the lease's
+        with ctx.daemon.runner.driver(purpose, io_timeout=ls.io_timeout) as driver:
             resource, _ = open_resource(driver, core.lockspace, core.name, core.disks)
             step = paxos.request(
                 resource, lver, req.force_mode, next_lver=bool(req.flags & RequestFlag.NEXT_LVER)

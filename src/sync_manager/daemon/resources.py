@@ -29,7 +29,7 @@ from sync_manager.core.paxos_owner import OwnerObservation
 from sync_manager.core.paxos_shared import AcquireResult
 from sync_manager.daemon.clients import Client
 from sync_manager.daemon.lockspace import Lockspace
-from sync_manager.daemon.runner import Runner
+from sync_manager.daemon.runner import Runner, lease_purpose
 from sync_manager.errors import SyncManagerError
 from sync_manager.ondisk.geometry import Geometry
 from sync_manager.protocol.flags import AcquireFlag, ConvertFlag, ResourceFlag
@@ -75,6 +75,11 @@ class Token:
     def lver(self) -> int:
         """The lease version held (0 until acquired)."""
         return self.result.lver if self.result is not None else 0
+
+    @property
+    def purpose(self) -> str:
+        """The runner storage this lease's I/O always goes through (see lease_purpose)."""
+        return lease_purpose(self.core.lockspace, self.core.name)
 
     def host(self) -> paxos.Host:
         """Us, as the paxos core needs it."""
@@ -194,7 +199,7 @@ class ResourceTable:
         ls = token.lockspace
         lver = token.resource.lver if token.resource.flags & ResourceFlag.LVER else None
         num_hosts = token.resource.data32 if token.resource.flags & ResourceFlag.NUM_HOSTS else 0
-        with self.runner.driver(io_timeout=ls.io_timeout) as driver:
+        with self.runner.driver(token.purpose, io_timeout=ls.io_timeout) as driver:
             path = token.core.disks[0][0]
             sector_size = driver.storage(path).sector_size
             core = dataclasses.replace(token.core, geometry=Geometry.default_for(sector_size))
@@ -251,6 +256,7 @@ class ResourceTable:
                 paxos.release(
                     token.core, token.host(), result.leader, result.dblock, shared=token.shared
                 ),
+                purpose=token.purpose,
                 io_timeout=ls.io_timeout,
             )
         except SyncManagerError as err:
@@ -334,7 +340,9 @@ class ResourceTable:
                 read_pattern=ReadPattern.MINIMAL,
             )
         try:
-            token.result = await self.runner.run(step, io_timeout=ls.io_timeout)
+            token.result = await self.runner.run(
+                step, purpose=token.purpose, io_timeout=ls.io_timeout
+            )
         except SyncManagerError as err:
             raise LeaseError(err.code, str(err)) from None
         token.shared = shared

@@ -6,107 +6,86 @@ which runs it on a worker thread and awaits it. Each I/O has its own deadline (`
 so a hung device makes a worker raise :class:`~sync_manager.errors.IOTimeout` after the
 io_timeout; it never blocks the loop, where the fencing clock runs.
 
-Storage is kept per (path, purpose): each lockspace's renewals get storage of their own
+Storage is opened once per (path, purpose): each lockspace's renewals get storage of their own
 ("renewal:<id>"), so a resource command waiting on a slow disk never delays a renewal behind
-it in the same storage's queue; resource commands check out storage per command.
+it in the same storage's queue; each lease always uses the storage of its stripe
+(:func:`lease_purpose`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sync_manager.core.effects import Step
 from sync_manager.io.disk import Storage
 from sync_manager.io.driver import Driver
 
-__all__ = ["Runner"]
+__all__ = ["LEASE_STRIPES", "RESOURCES", "Runner", "lease_purpose"]
 
 T = TypeVar("T")
 
 RESOURCES = "resources"
+LEASE_STRIPES = 8  # leases whose I/O runs in parallel: at most this many storages per file
 
 
-class _PooledDriver(Driver):
-    """A Driver over the runner's storage: it checks out one storage per path on first use
-    and gives them back when closed (use it as a context manager, on one worker thread)."""
+class _SharedDriver(Driver):
+    """A Driver over the runner's storage of ``purpose`` (it closes nothing itself)."""
 
     def __init__(self, runner: Runner, purpose: str, io_timeout: float) -> None:
         super().__init__(io_timeout)
         self._runner = runner
         self._purpose = purpose
-        self._held: dict[str, Storage] = {}
 
     def storage(self, path: str) -> Storage:
-        storage = self._held.get(path)
-        if storage is None:
-            storage = self._runner.checkout(path, self._purpose)
-            self._held[path] = storage
-        return storage
+        return self._runner.storage(path, self._purpose)
 
     def close(self) -> None:
-        """Give the storage back to the runner."""
-        held, self._held = self._held, {}
-        for path, storage in held.items():
-            self._runner.checkin(path, self._purpose, storage)
+        """Nothing to close: the storage belongs to the runner."""
 
 
-@dataclass
-class _Pool:
-    """The open storage of one (path, purpose): those not in use, and how many exist."""
+def lease_purpose(lockspace: str, name: str) -> str:
+    """The storage purpose of one lease: one of :data:`LEASE_STRIPES` stripes, always the same
+    for a given lease.
 
-    free: list[Storage] = field(default_factory=list)
-    opened: int = 0
-    closed: bool = False
+    A storage runs one I/O at a time, and an I/O abandoned at its deadline holds back the next
+    one until it ends: so a lease's writes, all made through the same storage, can never be
+    overtaken on disk by an older write of ours that was left hanging (which could bring back
+    a block of an earlier ballot over a newer one). Leases of other stripes do their I/O in
+    parallel, as sanlock's worker threads do.
+    """
+    stripe = zlib.crc32(f"{lockspace}:{name}".encode()) % LEASE_STRIPES
+    return f"{RESOURCES}:{stripe}"
 
 
 class Runner:
-    """Worker threads and open storage for the daemon's disk work.
-
-    Each command's driver checks out its own storage of a path, so commands on leases in one
-    file (vdsm's xleases volume, a libvirt lease file) do their I/O in parallel, as sanlock's
-    worker threads do; a storage runs one I/O at a time. Storage is opened on demand, at most
-    one per command running on that path, and kept open for the next commands.
-    """
+    """Worker threads and open storage for the daemon's disk work."""
 
     def __init__(self, *, workers: int = 32, io_timeout: float = 10) -> None:
         # Workers block in I/O for up to an io_timeout each (a hung device), and acquires sleep
         # while they wait for a silent owner: a generous pool keeps other commands going.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sm-io")
         self._lock = threading.Lock()
-        self._pools: dict[tuple[str, str], _Pool] = {}
+        self._storage: dict[tuple[str, str], Storage] = {}
         self.io_timeout = io_timeout
 
-    def checkout(self, path: str, purpose: str = RESOURCES) -> Storage:
-        """A storage of ``path`` for ``purpose`` that no one else is using (thread-safe)."""
+    def storage(self, path: str, purpose: str = RESOURCES) -> Storage:
+        """The open storage of ``path`` for ``purpose`` (opened on first use; thread-safe)."""
+        key = (path, purpose)
         with self._lock:
-            pool = self._pools.setdefault((path, purpose), _Pool())
-            if pool.free:
-                return pool.free.pop()
-            pool.opened += 1
-        try:
-            return Storage.open(path, io_timeout=self.io_timeout)
-        except BaseException:
-            with self._lock:
-                pool.opened -= 1
-            raise
-
-    def checkin(self, path: str, purpose: str, storage: Storage) -> None:
-        """Give back a storage from :meth:`checkout` (closed if its pool was forgotten)."""
-        with self._lock:
-            pool = self._pools.get((path, purpose))
-            if pool is not None and not pool.closed:
-                pool.free.append(storage)
-                return
-        _close_later(storage)
+            storage = self._storage.get(key)
+            if storage is None:
+                storage = Storage.open(path, io_timeout=self.io_timeout)
+                self._storage[key] = storage
+            return storage
 
     def driver(self, purpose: str = RESOURCES, io_timeout: float | None = None) -> Driver:
-        """A driver over the runner's storage; close it (``with``) on the worker thread."""
-        return _PooledDriver(self, purpose, io_timeout or self.io_timeout)
+        """A driver over the runner's storage of ``purpose`` (for use on a worker thread)."""
+        return _SharedDriver(self, purpose, io_timeout or self.io_timeout)
 
     async def call(self, func: Callable[[], T]) -> T:
         """Run ``func`` on a worker thread; its result or its exception."""
@@ -116,33 +95,24 @@ class Runner:
         self, step: Step[T], *, purpose: str = RESOURCES, io_timeout: float | None = None
     ) -> T:
         """Drive one core ``step`` on a worker thread."""
-
-        def work() -> T:
-            with self.driver(purpose, io_timeout) as driver:
-                return driver.run(step)
-
-        return await self.call(work)
+        driver = self.driver(purpose, io_timeout)
+        return await self.call(lambda: driver.run(step))
 
     def forget(self, path: str, purpose: str) -> None:
         """Close the storage of ``path`` for ``purpose`` (a lockspace that ended), without
-        waiting for it (see :func:`_close_later`); storage in use is closed when given back."""
+        waiting for it (see :func:`_close_later`)."""
         with self._lock:
-            pool = self._pools.pop((path, purpose), None)
-            if pool is not None:
-                pool.closed = True
-        for storage in pool.free if pool is not None else ():
+            storage = self._storage.pop((path, purpose), None)
+        if storage is not None:
             _close_later(storage)
 
     def close(self) -> None:
         """Close all storage; do not wait for hung workers (they end at their deadline)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
-            for pool in pools:
-                pool.closed = True
-        for pool in pools:
-            for storage in pool.free:
-                _close_later(storage)
+            storages, self._storage = list(self._storage.values()), {}
+        for storage in storages:
+            _close_later(storage)
 
 
 def _close_later(storage: Storage) -> None:
