@@ -310,6 +310,27 @@ async def _examine_lockspace(ctx: Context, req: p.ExamineLockspace) -> p.Reply:
     return p.Result(0)
 
 
+# --- lock value blocks (2.5.24) ---------------------------------------------------------
+
+
+@_handles(p.SetLvb)
+async def _set_lvb(ctx: Context, req: p.SetLvb) -> p.Reply:
+    token = ctx.daemon.resources.with_lvb((req.resource.lockspace_name, req.resource.name))
+    if len(req.lvb) > len(token.lvb or b""):
+        return p.Result(-errno.E2BIG)
+    assert token.lvb is not None
+    token.lvb[: len(req.lvb)] = req.lvb  # as sanlock: the rest of the sector is kept
+    token.lvb_changed = True
+    return p.Result(0)
+
+
+@_handles(p.GetLvb)
+async def _get_lvb(ctx: Context, req: p.GetLvb) -> p.Reply:
+    token = ctx.daemon.resources.with_lvb((req.resource.lockspace_name, req.resource.name))
+    assert token.lvb is not None
+    return p.LvbReply(0, bytes(token.lvb[: req.length or len(token.lvb)]))
+
+
 # --- lockspaces --------------------------------------------------------------------------
 
 

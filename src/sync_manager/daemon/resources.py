@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from sync_manager.core import paxos
+from sync_manager.core.effects import Step, read, write
 from sync_manager.core.paxos_io import ReadPattern
 from sync_manager.core.paxos_owner import OwnerObservation
 from sync_manager.core.paxos_shared import AcquireResult
@@ -31,18 +32,33 @@ from sync_manager.daemon.clients import Client
 from sync_manager.daemon.lockspace import Lockspace
 from sync_manager.daemon.runner import Runner, lease_purpose
 from sync_manager.errors import SyncManagerError
+from sync_manager.ondisk.areas import LVB_SECTOR
 from sync_manager.ondisk.geometry import Geometry
 from sync_manager.protocol.flags import AcquireFlag, ConvertFlag, ResourceFlag
 from sync_manager.protocol.resstr import res_to_str
 from sync_manager.protocol.structs import Resource
 from sync_manager.supervisor.policy import Reason
 
-__all__ = ["LeaseError", "ResourceTable", "Token"]
+__all__ = ["LeaseError", "ResourceTable", "Token", "read_lvb", "write_lvb"]
 
 log = logging.getLogger("sync_manager.resources")
 
 MAX_ACQUIRE = 8  # sanlock's SANLK_MAX_RESOURCES per acquire
 _DEAD_RENEWAL = (Reason.RENEWAL_FAILED, Reason.RENEWAL_CORRUPT)
+
+
+def read_lvb(resource: paxos.Resource) -> Step[bytes]:
+    """The lease's lock value block: the sector after the hosts' blocks (LVB_SECTOR)."""
+    path, base = resource.disks[0]
+    size = resource.geometry.sector_size
+    return (yield from read(path, base + LVB_SECTOR * size, size))
+
+
+def write_lvb(resource: paxos.Resource, lvb: bytes) -> Step[None]:
+    """Write the lock value block back (an exclusive holder, at release: spec 6.6 step 1)."""
+    path, base = resource.disks[0]
+    size = resource.geometry.sector_size
+    yield from write(path, base + LVB_SECTOR * size, lvb[:size].ljust(size, b"\0"))
 
 
 class LeaseError(Exception):
@@ -65,6 +81,8 @@ class Token:
     result: AcquireResult | None = None
     persistent: bool = False
     orphan: bool = False  # a persistent lease whose process exited: held, owned by no one
+    lvb: bytearray | None = None  # the lock value block (ACQUIRE_LVB), a sector, else None
+    lvb_changed: bool = False  # SET_LVB since the acquire: written back at release
 
     @property
     def key(self) -> tuple[bytes, bytes]:
@@ -176,7 +194,9 @@ class ResourceTable:
         observations = token.lockspace.observations()  # a snapshot, taken on the loop
         try:
             token.result = await self.runner.call(
-                lambda: self._acquire_on_disk(token, observations, owner_nowait)
+                lambda: self._acquire_on_disk(
+                    token, observations, owner_nowait, lvb=bool(flags & AcquireFlag.LVB)
+                )
             )
         except SyncManagerError as err:
             log.info("acquire %s for pid %d failed: %s", token.text(), token.client.peer.pid, err)
@@ -192,7 +212,12 @@ class ResourceTable:
         )
 
     def _acquire_on_disk(
-        self, token: Token, observations: Mapping[int, OwnerObservation], owner_nowait: bool
+        self,
+        token: Token,
+        observations: Mapping[int, OwnerObservation],
+        owner_nowait: bool,
+        *,
+        lvb: bool = False,
     ) -> AcquireResult:
         """On a worker: run the paxos acquire, reading only what it must (MINIMAL: the leader
         and our block, then the two ballot phases; the leader tells the lease's geometry)."""
@@ -218,7 +243,9 @@ class ResourceTable:
                     read_pattern=ReadPattern.MINIMAL,
                 )
             )
-        token.core = dataclasses.replace(core, geometry=result.geometry)
+            token.core = dataclasses.replace(core, geometry=result.geometry)
+            if lvb:  # read with the lease held (2.5.4): what the last holder left there
+                token.lvb = bytearray(driver.run(read_lvb(token.core)))
         return result
 
     def _adopt(self, orphan: Token, token: Token, flags: int) -> None:
@@ -252,6 +279,12 @@ class ResourceTable:
         result = token.result
         self.releasing.add(token.key)
         try:
+            if token.lvb is not None and token.lvb_changed and not token.shared:
+                await self.runner.run(
+                    write_lvb(token.core, bytes(token.lvb)),
+                    purpose=token.purpose,
+                    io_timeout=ls.io_timeout,
+                )
             await self.runner.run(
                 paxos.release(
                     token.core, token.host(), result.leader, result.dblock, shared=token.shared
@@ -292,6 +325,16 @@ class ResourceTable:
         for token in self.in_lockspace(ls):
             if token.orphan:
                 self._unhold(token)
+
+    def with_lvb(self, key: tuple[bytes, bytes]) -> Token:
+        """The held token of ``key`` for SET_LVB/GET_LVB: LeaseError -ENOENT if this host does
+        not hold it, -EINVAL if it was acquired without the LVB."""
+        token = next((t for t in self.held.get(key, []) if not t.orphan), None)
+        if token is None:
+            raise LeaseError(-errno.ENOENT, f"{key[1]!r} is not held here")
+        if token.lvb is None:
+            raise LeaseError(-errno.EINVAL, f"{token.text()} was acquired without its LVB")
+        return token
 
     def orphans(self, lockspace: bytes, name: bytes = b"") -> list[Token]:
         """The orphans of ``lockspace`` (all, or the one called ``name``)."""
