@@ -48,6 +48,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--admin-group", metavar="GROUP",
                         help="members may act on any pid and use admin commands")  # fmt: skip
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--log-file", metavar="PATH",
+                        help="log here in the background (default "
+                        f"{daemon_config.DEFAULT_LOG_FILE}; '' for none)")  # fmt: skip
     wrapper.add_daemon_options(parser)  # -c COMMAND: run it under leases (cli/wrapper.py)
     parser.set_defaults(run=_run)
 
@@ -67,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
         "socket_group": args.socket_group,
         "admin_group": args.admin_group,
         "log_level": args.log_level,
+        "log_file": args.log_file,
     }
     config = daemon_config.load(args.config, overrides)
     return daemon_main.run(config, foreground=args.foreground)

@@ -10,6 +10,7 @@
     admin_group = "sanlock"       # members may act on any pid and run admin commands
     max_worker_threads = 32
     log_level = "info"
+    log_file = "/var/log/sync_manager.log"   # in the background (no -D); "" for none
     default_lockspace = "LS:1:/dev/vg/leases:0"  # for `sync_manager daemon -l ... -c CMD`
 
 A missing default file is fine; a file named with ``--config`` must exist. Unknown keys and
@@ -33,6 +34,7 @@ __all__ = ["DEFAULT_CONFIG", "DEFAULT_RUN_DIR", "Config", "load", "stable_host_n
 
 DEFAULT_CONFIG = "/etc/sync_manager/sync_manager.conf"
 DEFAULT_RUN_DIR = "/run/sanlock"
+DEFAULT_LOG_FILE = "/var/log/sync_manager.log"
 HOST_NAME_MAX = 47  # bytes of a host name that fit on disk
 
 
@@ -49,6 +51,7 @@ class Config:
     admin_group: str = ""
     max_worker_threads: int = 32
     log_level: str = "info"
+    log_file: str = DEFAULT_LOG_FILE
     default_lockspace: str = ""  # LS:HOST_ID:PATH:OFFSET the wrapper (-c) uses without -s
 
     def __post_init__(self) -> None:

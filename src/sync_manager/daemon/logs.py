@@ -43,16 +43,32 @@ class LogBuffer(logging.Handler):
 buffer = LogBuffer()
 
 
-def setup(*, level: int = logging.INFO, use_syslog: bool = True) -> None:
-    """Send the ``sync_manager`` loggers to stderr, syslog and the LOG_DUMP buffer."""
+def setup(
+    *,
+    level: int = logging.INFO,
+    to_stderr: bool = True,
+    use_syslog: bool = True,
+    log_file: str = "",
+) -> None:
+    """Send the ``sync_manager`` loggers to the LOG_DUMP buffer, stderr (``to_stderr``), syslog
+    (when there is one) and ``log_file`` (when given: a daemon in the background has no stderr).
+
+    Raises OSError if ``log_file`` cannot be opened.
+    """
     root = logging.getLogger("sync_manager")
     root.setLevel(level)
     formatter = logging.Formatter(FORMAT)
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(formatter)
     buffer.setFormatter(formatter)
-    root.addHandler(stderr)
     root.addHandler(buffer)
+    if to_stderr:
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setFormatter(formatter)
+        root.addHandler(stderr)
+    if log_file:
+        # Watched: a log rotated away (logrotate) is reopened at the next line.
+        to_file = logging.handlers.WatchedFileHandler(log_file)
+        to_file.setFormatter(formatter)
+        root.addHandler(to_file)
     if use_syslog and os.path.exists("/dev/log"):
         syslog = logging.handlers.SysLogHandler(
             address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON

@@ -44,7 +44,16 @@ def run(config: Config, *, foreground: bool) -> int:
     except SyncManagerError as err:
         ready(str(err))
         raise
-    logs.setup(level=getattr(logging, config.log_level.upper()))
+    try:
+        logs.setup(
+            level=getattr(logging, config.log_level.upper()),
+            to_stderr=foreground,
+            log_file="" if foreground else config.log_file,
+        )
+    except OSError as err:
+        message = f"cannot open log file {config.log_file}: {err.strerror}"
+        ready(message)
+        raise UsageError(message) from None
     try:
         watchdog = open_watchdog(config.watchdog, logger=logging.getLogger("sync_manager.watchdog"))
     except SyncManagerError as err:
@@ -175,8 +184,8 @@ def _daemonize() -> Callable[[str], None]:
         os.write(write_end, (message or "ok").encode())
         os.close(write_end)
         write_end = -1
-        if not message:  # running: stdout and stderr go to syslog only from now on
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
+        # The parent prints the outcome; from now on the log goes to the log file and syslog.
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
 
     return ready
