@@ -920,6 +920,31 @@ def test_shared_acquire_retries_short_holds() -> None:
         take(disks, Host(1, 1), lockspace=LOCKSPACE, owner_observations=obs)
 
 
+def test_shared_release_after_a_failed_conversion_keeps_the_newer_ballot() -> None:
+    """A failed sh -> ex conversion commits and frees lver 3 with our vote (host 2's shared
+    acquire decided lver 2); the shared holder still has its lver-1 block. Its release must
+    mark the newer block RELEASED, not bring the lver-1 block back: that would erase instance
+    3's only trace in our sector."""
+    disks = new_disks(DISK)
+    join(disks[DISK], 1, 1, 100)
+    join(disks[DISK], 2, 1, 100)
+    host = Host(1, 1)
+    got = take(disks, host)
+    sh = run(convert_to_shared(resource(), host, got.leader, got.dblock), disks)
+    take(disks, Host(2, 1), shared=True, lockspace=LOCKSPACE)
+    with pytest.raises(SharedHoldersLive):
+        step = convert_to_exclusive(
+            resource(), host, rng=random.Random(0), is_alive=lambda h, g: True
+        )
+        run(step, disks)
+    newer = dblock_of(disks[DISK], 1)
+    assert (newer.lver, sh.dblock.lver) == (3, 1) and newer.bal  # it voted for lver 3
+    run(release(resource(), host, sh.leader, sh.dblock, shared=True), disks)
+    after = dblock_of(disks[DISK], 1)
+    assert (after.lver, after.mbal, after.bal, after.inp) == (3, newer.mbal, newer.bal, 1)
+    assert after.released and mode_of(disks[DISK], 1) == ModeBlock()
+
+
 def test_convert_exclusive_to_shared_and_back() -> None:
     disks = new_disks(DISK)
     join(disks[DISK], 1, 1, 100)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 
-from sync_manager.core.effects import Step, now
+from sync_manager.core.effects import Step, now, read
 from sync_manager.core.paxos_errors import DblockWrite, PaxosError, ReleaseLver, ReleaseOwner
 from sync_manager.core.paxos_io import (
+    IO_ERRORS,
     Host,
     Resource,
     leader_geometry,
@@ -148,9 +149,8 @@ def release(
         else resource.geometry
     )
     if shared:
-        yield from write_host_block(
-            resource, geometry, host.host_id, released_block(dblock_we_wrote), None
-        )
+        newest = yield from _newest_own_block(resource, geometry, host.host_id, dblock_we_wrote)
+        yield from write_host_block(resource, geometry, host.host_id, released_block(newest), None)
         return
     if leader_we_committed is not None and leader_we_committed.lver == 0:
         return
@@ -159,6 +159,34 @@ def release(
             resource, geometry, host.host_id, released_block(dblock_we_wrote), None
         )
     yield from release_leader(resource, geometry, host, leader_we_committed)
+
+
+_UNREADABLE: tuple[type[Exception], ...] = (*IO_ERRORS, OnDiskError)
+
+
+def _newest_own_block(
+    resource: Resource, geometry: Geometry, host_id: int, known: PaxosDblock
+) -> Step[PaxosDblock]:
+    """Our block as the disks have it, when it is newer than ``known``.
+
+    A shared holder's block can be newer than the one it acquired with: a failed sh -> ex
+    conversion ran ballots, and may even have committed and freed a newer lease version,
+    without the holder learning of them. Writing the older block back at release would erase
+    the only trace of that decision in our sector, and a host that read the leader before it
+    could decide the same version again (found by the simulator). Only we write our sector,
+    so the newest valid block on the disks is our last write.
+    """
+    newest = known
+    at = host_sector_offset(host_id, geometry)
+    for path, base in resource.disks:
+        try:
+            block = PaxosDblock.unpack((yield from read(path, base + at, geometry.sector_size)))
+            block.check()
+        except _UNREADABLE:
+            continue
+        if (block.lver, block.mbal) > (newest.lver, newest.mbal):
+            newest = block
+    return newest
 
 
 def undo_acquire(
