@@ -173,10 +173,12 @@ def _read_blocks(
                     dblock=ours,
                 )
             if block.mbal > ours.mbal:
-                raise DblockMbal(
+                aborted = DblockMbal(
                     f"ballot {ours.lver}: host {index + 1} has mbal {block.mbal} > {ours.mbal}",
                     dblock=ours,
                 )
+                aborted.seen_mbal = block.mbal
+                raise aborted
             # A block with a value but bal 0 is malformed; sanlock logs and ignores it.
             if block.inp and block.bal and (best is None or block.bal > best.bal):
                 best = block
@@ -288,6 +290,10 @@ def _ballots(
                 dblock = err.dblock
             yield from sleep(rng.random())  # 0..1 s, so contenders fall out of step
             mbal += cur.max_hosts
+            if isinstance(err, DblockMbal) and err.seen_mbal >= mbal:
+                # Straight above the ballot that beat us, not one max_hosts step at a time:
+                # a MINIMAL read starts from our own block's mbal, which may be far below.
+                mbal = next_mbal(err.seen_mbal, cur.max_hosts, host.host_id)
             continue
         return dblock, None
 

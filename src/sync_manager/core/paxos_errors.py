@@ -134,9 +134,10 @@ class DblockLver(BallotAborted):
 
 
 class DblockMbal(BallotAborted):
-    """A dblock carries a higher ballot number than ours."""
+    """A dblock carries a higher ballot number than ours (``seen_mbal``)."""
 
     code = SANLK_DBLOCK_MBAL
+    seen_mbal: int = 0
 
 
 # --- the leader ------------------------------------------------------------------------------
