@@ -60,7 +60,6 @@ class Daemon:
         self.resources = ResourceTable(self.runner)
         self.lockspaces: list[Lockspace] = []
         self.fencers: dict[int, Fencer] = {}
-        self.started = time.monotonic()
         self.stopped = asyncio.Event()
         self.shutting_down = False
         self._background: set[asyncio.Task[Any]] = set()
