@@ -43,6 +43,8 @@ __all__ = [
     "SanlockDaemon",
     "SyncManagerDaemon",
     "daemon",
+    "join",
+    "lease_file",
     "make_daemon",
     "require_python_sanlock",
     "require_sanlock",
@@ -261,3 +263,22 @@ def run_python_client(
         return json.loads(done.stdout)
     except json.JSONDecodeError as exc:
         pytest.fail(f"{script.name} printed no JSON document ({exc})\n{context}")
+
+
+def lease_file(path: Path, *resources: str, size: int = 2 << 20) -> Path:
+    """A sparse lease file with lockspace ``LS`` (io_timeout 1) at 0 and each of
+    ``resources`` in the next MiBs, laid out by ``sanlock direct init``."""
+    with path.open("wb") as f:
+        f.truncate(size)
+    inits = [["-s", f"LS:0:{path}:0", "-o", "1"]]
+    inits += [["-r", f"LS:{name}:{path}:{(i + 1) << 20}"] for i, name in enumerate(resources)]
+    for args in inits:
+        done = subprocess.run([SANLOCK, "direct", "init", *args], capture_output=True, check=False)
+        assert done.returncode == 0, done
+    return path
+
+
+def join(daemon: Daemon, path: Path, host_id: int = 1) -> None:
+    """``daemon`` joins the lockspace ``LS`` of ``path`` as ``host_id`` (io_timeout 1)."""
+    added = daemon.client("add_lockspace", "-s", f"LS:{host_id}:{path}:0", "-o", "1")
+    assert added.returncode == 0, added.stdout + daemon.log()

@@ -21,7 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemons import SYSTEM_PYTHON, SyncManagerDaemon, require_python_sanlock
+from tests.daemons import (
+    SYSTEM_PYTHON,
+    SyncManagerDaemon,
+    join,
+    lease_file,
+    require_python_sanlock,
+)
 from tests.loopdev import require
 
 NOBODY = 65534
@@ -50,17 +56,9 @@ def daemon() -> Iterator[GroupedDaemon]:
 def leases(daemon: GroupedDaemon) -> Path:
     """A lockspace joined as host 1 (io_timeout 1) and a resource, in a file only root can
     open: the clients below never need the lease area."""
-    path = daemon.run_dir / "leases"
-    with path.open("wb") as f:
-        f.truncate(4 << 20)
+    path = lease_file(daemon.run_dir / "leases", "R")
     os.chmod(path, 0o600)
-    for args in (["-s", f"LS:0:{path}:0", "-o", "1"], ["-r", f"LS:R:{path}:1048576"]):
-        done = subprocess.run(
-            ["sanlock", "direct", "init", *args], capture_output=True, check=False
-        )
-        assert done.returncode == 0, done
-    added = daemon.client("add_lockspace", "-s", f"LS:1:{path}:0", "-o", "1")
-    assert added.returncode == 0, added.stdout + daemon.log()
+    join(daemon, path)
     return path
 
 

@@ -20,6 +20,8 @@ import pytest
 from tests.daemons import (
     SYSTEM_PYTHON,
     Daemon,
+    join,
+    lease_file,
     make_daemon,
     require_python_sanlock,
     require_sanlock,
@@ -50,18 +52,9 @@ def hosts() -> Iterator[tuple[Daemon, Daemon]]:
     require_python_sanlock()
     ours, theirs = make_daemon("sync_manager", "ev-host1"), make_daemon("sanlock", "ev-host2")
     with ours, theirs:
-        path = Path(ours.run_dir) / "leases"
-        with path.open("wb") as f:
-            f.truncate(2 << 20)
-        init = subprocess.run(
-            ["sanlock", "direct", "init", "-s", f"LS:0:{path}:0", "-o", "1"],
-            capture_output=True,
-            check=False,
-        )
-        assert init.returncode == 0, init
+        path = lease_file(Path(ours.run_dir) / "leases")
         for daemon, host_id in ((ours, 1), (theirs, 2)):
-            added = daemon.client("add_lockspace", "-s", f"LS:{host_id}:{path}:0", "-o", "1")
-            assert added.returncode == 0, added.stdout + daemon.log()
+            join(daemon, path, host_id)
         yield ours, theirs
 
 

@@ -8,14 +8,13 @@ its record must be identical, and right.
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.daemons import Daemon, daemon, require_python_sanlock
+from tests.daemons import Daemon, daemon, join, lease_file, require_python_sanlock
 
 __all__ = ["daemon"]
 
@@ -68,16 +67,8 @@ EXPECTED: list[list[Any]] = [
 @pytest.mark.interop
 def test_lock_value_block(daemon: Daemon, tmp_path: Path) -> None:
     require_python_sanlock()
-    path = Path(daemon.run_dir) / "leases"
-    with path.open("wb") as f:
-        f.truncate(2 << 20)
-    for args in (["-s", f"LS:0:{path}:0", "-o", "1"], ["-r", f"LS:R:{path}:1048576"]):
-        done = subprocess.run(
-            ["sanlock", "direct", "init", *args], capture_output=True, check=False
-        )
-        assert done.returncode == 0, done
-    added = daemon.client("add_lockspace", "-s", f"LS:1:{path}:0", "-o", "1")
-    assert added.returncode == 0, added.stdout + daemon.log()
+    path = lease_file(Path(daemon.run_dir) / "leases", "R")
+    join(daemon, path)
     script = tmp_path / "lvb.py"
     script.write_text(textwrap.dedent(SCRIPT))
     record = daemon.run_python(script, str(path))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemons import SYSTEM_PYTHON, Daemon, daemon, require_python_sanlock
+from tests.daemons import SYSTEM_PYTHON, Daemon, daemon, join, lease_file, require_python_sanlock
 
 __all__ = ["daemon"]
 
@@ -25,16 +25,8 @@ HOLD = "import sanlock, sys; sanlock.register(); print('r', flush=True); sys.std
 @pytest.fixture
 def lease(daemon: Daemon) -> Iterator[str]:
     require_python_sanlock()
-    path = Path(daemon.run_dir) / "leases"
-    with path.open("wb") as f:
-        f.truncate(2 << 20)
-    for args in (["-s", f"LS:0:{path}:0", "-o", "1"], ["-r", f"LS:R:{path}:1048576"]):
-        done = subprocess.run(
-            ["sanlock", "direct", "init", *args], capture_output=True, check=False
-        )
-        assert done.returncode == 0, done
-    added = daemon.client("add_lockspace", "-s", f"LS:1:{path}:0", "-o", "1")
-    assert added.returncode == 0, added.stdout + daemon.log()
+    path = lease_file(Path(daemon.run_dir) / "leases", "R")
+    join(daemon, path)
     yield f"LS:R:{path}:1048576"
 
 
