@@ -53,19 +53,18 @@ formatted only when printed; :meth:`Simulation.trace_digest` hashes it to compar
 from __future__ import annotations
 
 import errno
-import hashlib
-import heapq
 import math
 import random
-from collections import deque
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from sync_manager.core.effects import Now, Read, Sleep, Step, Write
 from sync_manager.errors import DiskIOError, IOTimeout, SyncManagerError, UsageError
 from sync_manager.sim.clock import DEFAULT_MAX_DRIFT, HostClock
 from sync_manager.sim.disk import FakeDisk
+from sync_manager.sim.events import EventLoop, TraceEntry, format_trace_entry, record_event
 from sync_manager.sim.faults import FaultInjector, FaultPlan, LostPath, Op, PathMode
+from sync_manager.sim.machine import Host, Task, TaskCancelled
 from sync_manager.sim.storage import Channel, IORequest
 
 __all__ = [
@@ -80,133 +79,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-TraceEntry = tuple[float, str, str, tuple[object, ...]]
-"""One trace event: (true time, host name or "" for the simulation, kind, details)."""
 
-_Event = tuple[float, int, int, Callable[[Any], None], Any]
-
-
-class TaskCancelled(Exception):
-    """Passed to ``on_done`` of a task that was cancelled."""
-
-
-class Task(Generic[T]):
-    """A Step running on a host. ``state`` tells where it is; see :meth:`Simulation.spawn`.
-
-    States: ``"ready"`` (a resume is scheduled), ``"sleeping"``, ``"io"``, and the final
-    ``"done"`` (returned; ``result``), ``"failed"`` (raised; ``error``), ``"cancelled"``,
-    ``"crashed"`` (its host crashed).
-    """
-
-    __slots__ = (
-        "_gen",
-        "_on_done",
-        "_running",
-        "_sim",
-        "_stop",
-        "channel",
-        "error",
-        "host",
-        "id",
-        "io",
-        "name",
-        "result",
-        "state",
-        "token",
-    )
-
-    def __init__(
-        self,
-        sim: Simulation,
-        host: Host,
-        gen: Step[T],
-        *,
-        ident: int,
-        on_done: Callable[[T | Exception], None] | None,
-        channel: str,
-        name: str,
-    ) -> None:
-        self._sim = sim
-        self.id = ident
-        self.host = host
-        self._gen: Step[T] | None = gen
-        self._on_done = on_done
-        self.channel = channel
-        self.name = name
-        self.state = "ready"
-        self.token = 0  # bumped at each resume: stale wake-ups carry an older token
-        self.io: IORequest | None = None
-        self.result: T | None = None
-        self.error: Exception | None = None
-        self._running = False
-        self._stop: str | None = None  # a stop requested while the step was running
-
-    @property
-    def finished(self) -> bool:
-        """Whether the task has stopped for good (done, failed, cancelled or crashed)."""
-        return self.state in ("done", "failed", "cancelled", "crashed")
-
-    def cancel(self) -> None:
-        """Stop the task at its current ``yield``; ``on_done`` gets :class:`TaskCancelled`."""
-        self._sim.cancel(self)
-
-    def __repr__(self) -> str:
-        return f"Task({self.name} on {self.host.name}: {self.state})"
-
-
-class Host:
-    """A simulated machine: a clock, a default I/O timeout, and the tasks running on it."""
-
-    __slots__ = (
-        "_sim",
-        "alive",
-        "channels",
-        "clock",
-        "deferred",
-        "incarnation",
-        "io_rng",
-        "io_timeout",
-        "name",
-        "on_crash",
-        "on_restart",
-        "pause_until",
-        "paused",
-        "tasks",
-    )
-
-    def __init__(
-        self,
-        sim: Simulation,
-        name: str,
-        clock: HostClock,
-        io_timeout: float,
-        on_restart: Callable[[Host], None] | None,
-    ) -> None:
-        self._sim = sim
-        self.name = name
-        self.clock = clock
-        self.io_timeout = io_timeout
-        self.on_restart = on_restart
-        self.on_crash: Callable[[Host], None] | None = None  # told when the host goes down
-        self.alive = True
-        self.incarnation = 0
-        self.paused = False
-        self.pause_until = 0.0
-        self.tasks: dict[int, Task[Any]] = {}
-        self.channels: dict[tuple[str, str], Channel] = {}
-        self.deferred: list[tuple[Callable[[Any], None], Any]] = []
-        self.io_rng = sim.rng(f"io-timing/{name}")
-
-    def clock_now(self) -> float:
-        """This host's monotonic clock now."""
-        return self.clock.at(self._sim.now)
-
-    def __repr__(self) -> str:
-        state = "crashed" if not self.alive else "paused" if self.paused else "up"
-        return f"Host({self.name} {state}, {len(self.tasks)} tasks)"
-
-
-class Simulation:
+class Simulation(EventLoop):
     """A deterministic run of hosts, disks and tasks from one seed. See the module docstring.
 
     ``max_drift`` bounds each host's clock rate error; ``max_pieces`` is the most pieces a
@@ -231,20 +105,15 @@ class Simulation:
         self.faults = FaultInjector(self.plan, seed)
         self.max_drift = max_drift
         self.max_pieces = max_pieces
-        self.now = 0.0
-        self.events = 0  # events processed so far
+        super().__init__(
+            tie=self.rng("tie-break").getrandbits, trace=trace, trace_limit=trace_limit
+        )
         self.hosts: dict[str, Host] = {}
         self.disks: dict[str, FakeDisk] = {}
-        self.tracing = trace
-        self.trace: deque[TraceEntry] = deque(maxlen=trace_limit)
-        self._heap: list[_Event] = []
-        self._seq = 0
-        self._tie = self.rng("tie-break").getrandbits
         self._task_ids = 0
         self._io_ids = 0
         self._active_reads: dict[str, list[IORequest]] = {}
         self._graveyard: list[Step[Any]] = []
-        self._stopped = False
         for lost in self.plan.lost_paths:
             self._trace_lost_path(lost)
 
@@ -300,70 +169,6 @@ class Simulation:
         if self.plan.pause_mtbf is not None:
             self._arm_random_pause(host, self.rng(f"pause/{name}"), self.plan.pause_mtbf)
         return host
-
-    # --- scheduling -----------------------------------------------------------------------
-
-    def _push(self, when: float, fn: Callable[[Any], None], arg: Any) -> None:
-        if when == math.inf:  # never happens: not worth a heap slot
-            return
-        self._seq += 1
-        heapq.heappush(self._heap, (when, self._tie(32), self._seq, fn, arg))
-
-    def schedule(self, at: float, fn: Callable[[], None]) -> None:
-        """Call ``fn()`` at true time ``at`` (not in the past)."""
-        if at < self.now or math.isnan(at):
-            raise UsageError(f"cannot schedule at {at}: the simulation is at {self.now}")
-        if at != math.inf:
-            self._push(at, _call, fn)
-
-    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
-        """Call ``fn()`` after ``delay`` true seconds."""
-        self.schedule(self.now + delay, fn)
-
-    def _when(self, at: float | None) -> float:
-        if at is None:
-            return self.now
-        if at < self.now or math.isnan(at):
-            raise UsageError(f"cannot schedule at {at}: the simulation is at {self.now}")
-        return at
-
-    # --- running --------------------------------------------------------------------------
-
-    def run(self, until: float | None = None, *, max_events: int | None = None) -> int:
-        """Process events up to true time ``until`` (inclusive), or until none are left.
-
-        Stops early after ``max_events`` events or when :meth:`stop` is called. Returns the
-        number of events processed. When it runs to ``until``, ``now`` becomes ``until``.
-        """
-        heap = self._heap
-        pop = heapq.heappop
-        limit = math.inf if until is None else until
-        budget = -1 if max_events is None else max_events
-        self._stopped = False
-        count = 0
-        while heap and count != budget:
-            when = heap[0][0]
-            if when > limit:
-                break
-            _, _, _, fn, arg = pop(heap)
-            self.now = when
-            fn(arg)
-            count += 1
-            if self._stopped:
-                break
-        self.events += count
-        if until is not None and not self._stopped and count != budget and until > self.now:
-            self.now = float(until)
-        return count
-
-    def stop(self) -> None:
-        """Make :meth:`run` return after the current event (e.g. on an invariant violation)."""
-        self._stopped = True
-
-    @property
-    def pending(self) -> int:
-        """Events still in the heap (stale wake-ups included)."""
-        return len(self._heap)
 
     # --- tasks ----------------------------------------------------------------------------
 
@@ -793,9 +598,9 @@ class Simulation:
     def _trace_lost_path(self, lost: LostPath) -> None:
         self.faults.counts["lost_path"] += 1
         lost_detail = (lost.disk, lost.mode)
-        self._push(lost.start, _record_event, (self, lost.host, "path_lost", lost_detail))
+        self._push(lost.start, record_event, (self, lost.host, "path_lost", lost_detail))
         if lost.end != math.inf:
-            self._push(lost.end, _record_event, (self, lost.host, "path_back", (lost.disk,)))
+            self._push(lost.end, record_event, (self, lost.host, "path_back", (lost.disk,)))
 
     def _arm_random_crash(self, host: Host, rng: random.Random, mtbf: float) -> None:
         """Crash ``host`` after a random delay, restart it after another, and so on."""
@@ -823,30 +628,11 @@ class Simulation:
 
         self._push(self.now + delay, fire, None)
 
-    # --- trace ----------------------------------------------------------------------------
-
-    def _record(self, host: str, kind: str, detail: tuple[object, ...]) -> None:
-        if self.tracing:
-            self.trace.append((self.now, host, kind, detail))
+    # --- trace ---------------------------------------------------------------------------
 
     def note(self, host: Host | str, kind: str, *detail: object) -> None:
         """Add a workload event (e.g. "acquired") to the trace."""
         self._record(host if isinstance(host, str) else host.name, kind, detail)
-
-    def trace_digest(self) -> str:
-        """A SHA-256 of the trace: equal for two runs exactly when their traces are equal."""
-        digest = hashlib.sha256()
-        for entry in self.trace:
-            digest.update(repr(entry).encode())
-            digest.update(b"\n")
-        return digest.hexdigest()
-
-    def format_trace(self, last: int | None = None) -> str:
-        """The trace (or its ``last`` entries), one event a line."""
-        entries = list(self.trace)
-        if last is not None:
-            entries = entries[-last:]
-        return "\n".join(format_trace_entry(entry) for entry in entries)
 
     def summary(self) -> str:
         """One line: time, events, hosts up, and every fault injected, by kind."""
@@ -856,21 +642,6 @@ class Simulation:
             f"seed {self.seed}: t={self.now:.3f}s, {self.events} events, "
             f"{up}/{len(self.hosts)} hosts up, faults: {faults or 'none'}"
         )
-
-
-def format_trace_entry(entry: TraceEntry) -> str:
-    """``   12.345678 h1       sleep      t3 20.0``."""
-    when, host, kind, detail = entry
-    return f"{when:12.6f} {host or '-':<8} {kind:<10} {' '.join(map(str, detail))}"
-
-
-def _call(fn: Callable[[], None]) -> None:
-    fn()
-
-
-def _record_event(arg: tuple[Simulation, str, str, tuple[object, ...]]) -> None:
-    sim, host, kind, detail = arg
-    sim._record(host, kind, detail)
 
 
 def _restart_and_rearm(arg: tuple[Simulation, Host, random.Random]) -> None:

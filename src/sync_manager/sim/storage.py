@@ -25,7 +25,7 @@ from sync_manager.sim.disk import FakeDisk
 from sync_manager.sim.faults import IOFate, Op
 
 if TYPE_CHECKING:
-    from sync_manager.sim.engine import Host, Task
+    from sync_manager.sim.machine import Host, Task
 
 __all__ = ["Channel", "IORequest", "unit"]
 
