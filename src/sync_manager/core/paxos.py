@@ -90,6 +90,7 @@ __all__ = [
     "acquire",
     "convert_to_exclusive",
     "convert_to_shared",
+    "owners_in",
     "read_leader",
     "read_owners",
     "read_request",
@@ -273,6 +274,12 @@ def read_owners(
     buf, leader, geometry = yield from read_area(
         resource, pattern=read_pattern, num_hosts_hint=num_hosts_hint
     )
+    return owners_in(buf, leader, geometry)
+
+
+def owners_in(buf: bytes, leader: LeaderRecord, geometry: Geometry) -> list[Owner]:
+    """The owners :func:`read_owners` reports, from a lease area read with
+    :func:`~sync_manager.core.paxos_io.read_area`."""
     owners: list[Owner] = []
     held = bool(leader.timestamp and leader.owner_id)
     if held:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sync_manager import direct
 from sync_manager import protocol as p
 from sync_manager.core import paxos
+from sync_manager.core.paxos_io import read_area
 from sync_manager.errors import (
     BadMagic,
     OnDiskError,
@@ -193,8 +194,8 @@ async def _read_resource_owners(ctx: Context, req: p.ReadResourceOwners) -> p.Re
         disks = tuple((d.path, d.offset) for d in spec.disks)
         with ctx.daemon.runner.driver() as driver:
             core, hint = direct.open_resource(driver, spec.lockspace, spec.name, disks)
-            leader = driver.run(paxos.read_leader(core))
-            return leader, driver.run(paxos.read_owners(core, num_hosts_hint=hint))
+            buf, leader, geometry = driver.run(read_area(core, num_hosts_hint=hint))
+            return leader, paxos.owners_in(buf, leader, geometry)
 
     leader, owners = await ctx.daemon.runner.call(read)
     hosts = tuple(
