@@ -136,7 +136,7 @@ class Lockspace:
     # --- joining -----------------------------------------------------------------------------
 
     async def join(self) -> None:
-        """Acquire our host id, read every host's record once, then renew in the background.
+        """Acquire our host id, then renew in the background (the first renewal at once).
 
         Raises what the delta lease acquire raises (HostIdBusy, on-disk and I/O errors) or
         Aborted if :meth:`abort_join` was called.
@@ -161,12 +161,7 @@ class Lockspace:
         self.acquire_last_success = lease.last_success
         self.policy = LockspaceState(float(lease.last_success))
         assert self.core is not None
-        self.view = HostView(self.core)
-        try:
-            area = await self.runner.run(delta.read_area(self.core), purpose=self._purpose)
-            self.view.update(area, time.monotonic())
-        except SyncManagerError as err:  # the first renewal will look again
-            log.warning("lockspace %s: first read of the hosts failed: %s", self.name, err)
+        self.view = HostView(self.core)  # filled by the first renewal, which starts at once
         self.state = LsState.ACTIVE
         log.info(
             "lockspace %s: joined as host %d generation %d",
