@@ -122,6 +122,43 @@ def test_timeout_when_the_daemon_does_not_answer(run_dir: Path) -> None:
     assert caught.value.code == -errno.ETIMEDOUT
 
 
+def _fill_accept_queue(server: socket.socket, path: str) -> list[socket.socket]:
+    """Connect non-blocking until the listener's queue refuses (EAGAIN); the filling sockets."""
+    filling = []
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)
+        except BlockingIOError:
+            sock.close()
+            return filling
+        filling.append(sock)
+
+
+def test_a_full_accept_queue_is_waited_for(run_dir: Path) -> None:
+    path = str(run_dir / "sanlock.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path)
+        server.listen(0)
+        filling = _fill_accept_queue(server, path)
+        # room comes after 0.2 s: the client waits for it instead of failing with EAGAIN
+
+        def make_room() -> None:
+            server.accept()[0].close()
+
+        threading.Timer(0.2, make_room).start()
+        conn = Client(run_dir, timeout=5.0).connect(Command.VERSION)
+        assert not conn.closed
+        conn.close()
+        # no room ever: a timeout, not EAGAIN
+        with pytest.raises(DaemonTimeout) as caught:
+            Client(run_dir, timeout=0.2).connect(Command.VERSION)
+        assert caught.value.code == -errno.ETIMEDOUT
+        for sock in filling:
+            sock.close()
+
+
 def test_reply_cut_short(run_dir: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(str(run_dir / "sanlock.sock"))

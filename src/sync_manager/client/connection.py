@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 from pathlib import Path
 
 from sync_manager.client.errors import (
@@ -48,6 +49,20 @@ def _command_name(command: Command) -> str:
     return command.name.lower()
 
 
+def _connect(sock: socket.socket, path: str, timeout: float | None) -> None:
+    """Connect, waiting up to ``timeout`` while the daemon's accept queue is full.
+
+    A non-blocking AF_UNIX connect (which is what Python's socket timeouts use) fails at once
+    with EAGAIN when the queue is full; a blocking one waits for room, as libsanlock's does,
+    bounded by SO_SNDTIMEO (its expiry is EAGAIN too).
+    """
+    if timeout is not None:
+        seconds = int(timeout)
+        micros = max(int((timeout - seconds) * 1_000_000), 0 if seconds else 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros))
+    sock.connect(path)
+
+
 class Connection:
     """A connected socket to the daemon; ``timeout`` (seconds, None: forever) bounds each read.
 
@@ -58,20 +73,20 @@ class Connection:
         self.path = path
         self.timeout = timeout
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.settimeout(timeout)
         name = _command_name(command)
         try:
-            sock.connect(path)
+            _connect(sock, path, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as err:
             sock.close()
             raise DaemonNotRunning(name, path, err.errno or errno.ENOENT) from None
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             sock.close()
             raise DaemonTimeout(name, timeout or 0.0) from None
         except OSError as err:
             sock.close()
             code = -(err.errno or errno.EIO)
             raise SanlockError(name, code, f"cannot connect to {path}: {err.strerror}") from None
+        sock.settimeout(timeout)
         self._sock: socket.socket | None = sock
 
     def fileno(self) -> int:

@@ -34,6 +34,9 @@ log = logging.getLogger("sync_manager.server")
 SOCKET_NAME = "sanlock.sock"
 SOCKET_MODE = 0o660
 READ_SIZE = 64 * 1024
+# Connections the kernel queues while the loop is busy (sanlock: 5; clients then wait in
+# connect, and a burst of many clients, e.g. a host starting its VMs, is no reason to).
+BACKLOG = 512
 CLOSE_GRACE = 2.0  # seconds a reply in progress may take when the daemon stops
 _PEERCRED = struct.Struct("3i")
 
@@ -65,7 +68,7 @@ class Server:
         """Bind (replacing a stale socket file), set its mode and group, listen."""
         if os.path.exists(self.path) and stat.S_ISSOCK(os.lstat(self.path).st_mode):
             os.unlink(self.path)
-        self._server = await asyncio.start_unix_server(self._serve, path=self.path, backlog=64)
+        self._server = await asyncio.start_unix_server(self._serve, path=self.path, backlog=BACKLOG)
         os.chmod(self.path, SOCKET_MODE)
         if self.socket_gid is not None:
             os.chown(self.path, -1, self.socket_gid)
