@@ -124,7 +124,7 @@ def test_timeout_when_the_daemon_does_not_answer(run_dir: Path) -> None:
 
 def _fill_accept_queue(server: socket.socket, path: str) -> list[socket.socket]:
     """Connect non-blocking until the listener's queue refuses (EAGAIN); the filling sockets."""
-    filling = []
+    filling: list[socket.socket] = []
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
