@@ -151,6 +151,24 @@ def test_restart_after_a_crash_rejoins_on_the_fast_path(tmp_path: Path) -> None:
         assert hosts(d.api, 1)[0].generation == first + 1
 
 
+def test_a_join_longer_than_the_fail_deadline_keeps_the_lockspace(tmp_path: Path) -> None:
+    # The host id's record on disk says io_timeout 5 (written so), the join asks for 1: the
+    # acquire waits 2 x 5 = 10 s (sanlock's rule), past io_timeout 1's 8 s fail deadline.
+    # The daemon renews before the fencing clock starts, so the lockspace lives and serves.
+    path = lease_file(tmp_path / "leases")
+    with daemon_process() as d:
+        d.api.write_lockspace(LS, path, LS_OFFSET, io_timeout=5)
+        d.api.write_resource(resource_string(path, 1))
+        took = _join(d, path)
+        d.check(took >= 10, f"the join took {took:.1f} s, not the 2 x 5 s the disk asks for")
+        time.sleep(2 * IO_TIMEOUT)  # the fencer's first checks
+        assert d.api.inq_lockspace(LS, 1, path, LS_OFFSET) is True
+        with d.api.register() as reg:
+            reg.acquire(resource_string(path, 1))
+            assert [lease.name for lease in reg.inquire()] == ["r1"]
+        d.check("recovery started" not in d.log(), "the join started recovery")
+
+
 # --- leases ----------------------------------------------------------------------------------
 
 

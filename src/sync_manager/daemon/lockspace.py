@@ -162,6 +162,21 @@ class Lockspace:
         self.policy = LockspaceState(float(lease.last_success))
         assert self.core is not None
         self.view = HostView(self.core)  # filled by the first renewal, which starts at once
+        waited = time.monotonic() - lease.last_success
+        if waited >= self.timeouts.renewal:
+            # The acquire waited 2x the io_timeout *on disk*, which can be longer than ours
+            # (sanlock's rule): our last write is already older than our renewal interval,
+            # maybe than our fail deadline. Renew before the fencing clock starts from it
+            # (sanlock's lockspace thread renews at once too); if this renewal fails, that
+            # clock runs out and the lockspace ends, holding nothing yet.
+            log.info(
+                "lockspace %s: the join waited %.0f s (the io_timeout on disk is longer than %d "
+                "s); renewing now",
+                self.name,
+                waited,
+                self.io_timeout,
+            )
+            await self._renew_once(previous_ok=True)
         self.state = LsState.ACTIVE
         log.info(
             "lockspace %s: joined as host %d generation %d",
