@@ -154,6 +154,7 @@ def resource_string(path: Path, index: int, name: str | None = None) -> str:
 
 # A lease holder: registers, acquires the resource in argv[1], prints "acquired", sleeps.
 # argv[2] "ignore-term" catches SIGTERM (printing "SIGTERM <monotonic time>") and carries on.
+# argv[3:], if any, is a killpath program and its args, registered with the pid appended.
 HOLDER = """
 import signal, sys, time
 from sync_manager.client import Client
@@ -164,6 +165,8 @@ def on_term(signum, frame):
 if sys.argv[2] == "ignore-term":
     signal.signal(signal.SIGTERM, on_term)
 registration = Client().register()
+if len(sys.argv) > 3:
+    registration.killpath(sys.argv[3], sys.argv[4:], append_pid=True)
 registration.acquire(sys.argv[1])
 print("acquired", flush=True)
 while True:
@@ -172,11 +175,17 @@ while True:
 
 
 def start_holder(
-    daemon: DaemonProcess, resource: str, *, ignore_term: bool = False
+    daemon: DaemonProcess,
+    resource: str,
+    *,
+    ignore_term: bool = False,
+    killpath: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
-    """A holder process of ``resource``, once it has acquired it (fail if it could not)."""
+    """A holder process of ``resource``, once it has acquired it (fail if it could not);
+    ``killpath``: a program and its args, registered with the holder's pid appended."""
+    mode = "ignore-term" if ignore_term else "normal"
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, resource, "ignore-term" if ignore_term else "normal"],
+        [sys.executable, "-c", HOLDER, resource, mode, *killpath],
         env=daemon.env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -18,6 +18,7 @@ import errno
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -147,6 +148,17 @@ def _after_a_renewal(d: DaemonProcess) -> int:
     d.fail(f"no renewal within {4 * IO_TIMEOUT} s")
 
 
+def _deaths(procs: tuple[subprocess.Popen[str], ...], limit: float) -> dict[int, float]:
+    """When each of ``procs`` ended (monotonic), waiting until all have or ``limit`` passes."""
+    died: dict[int, float] = {}
+    while len(died) < len(procs) and time.monotonic() < limit:
+        for proc in procs:
+            if proc.pid not in died and proc.poll() is not None:
+                died[proc.pid] = time.monotonic()
+        time.sleep(0.01)  # polling the holders: waitpid has no timeout for several
+    return died
+
+
 @pytest.mark.root
 def test_hung_storage_kills_holders_by_the_fail_deadline(tmp_path: Path) -> None:
     with _ext4(tmp_path) as mnt, daemon_process(extra=["-g", str(KILL_GRACE)]) as d:
@@ -154,17 +166,12 @@ def test_hung_storage_kills_holders_by_the_fail_deadline(tmp_path: Path) -> None
         _setup(d, path, 2)
         polite = start_holder(d, resource_string(path, 1))
         stubborn = start_holder(d, resource_string(path, 2), ignore_term=True)
-        died: dict[int, float] = {}
         try:
             t = _after_a_renewal(d)
             with _frozen(mnt):
                 frozen_at = time.monotonic()
                 limit = t + FAIL + KILL_GRACE + SLACK + 3
-                while len(died) < 2 and time.monotonic() < limit:
-                    for proc in (polite, stubborn):
-                        if proc.pid not in died and proc.poll() is not None:
-                            died[proc.pid] = time.monotonic()
-                    time.sleep(0.01)  # polling the holders: waitpid has no timeout for two
+                died = _deaths((polite, stubborn), limit)
                 d.check(d.alive, "the daemon exited when its storage hung")
                 assert d.api.get_lockspaces() is not None  # and still answers
         finally:
@@ -197,3 +204,67 @@ def test_hung_storage_kills_holders_by_the_fail_deadline(tmp_path: Path) -> None
         assert "lockspace LS: renewal warning" in log
         # thawed: the daemon is still there and serves
         assert d.alive and str(d.api.version()) == "3.8.5"
+
+
+# A killpath program, as libvirt's sanlock helper is one: it records how and when it ran and,
+# given "kill", ends the holder with SIGUSR1 (so the holder's status tells who ended it).
+KILLPATH = """#!{python}
+import os, signal, sys, time
+record, mode, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(record, "a") as f:
+    f.write(f"{{mode}} {{pid}} {{time.monotonic():.3f}}\\n")
+if mode == "kill":
+    os.kill(pid, signal.SIGUSR1)
+"""
+
+
+@pytest.mark.root
+def test_hung_storage_runs_the_killpath_by_the_fail_deadline(tmp_path: Path) -> None:
+    """With a killpath registered, the fail deadline T + 8N runs it once (its args, then the
+    holder's pid) instead of sending SIGTERM; a holder it does not end gets SIGKILL at
+    T + 8N + kill_grace, and never SIGTERM."""
+    program = tmp_path / "killpath"
+    program.write_text(KILLPATH.format(python=sys.executable))
+    program.chmod(0o755)
+    record = tmp_path / "killpath.log"
+    with _ext4(tmp_path) as mnt, daemon_process(extra=["-g", str(KILL_GRACE)]) as d:
+        path = lease_file(mnt / "leases")
+        _setup(d, path, 2)
+        killpath = [str(program), str(record)]
+        obeys = start_holder(d, resource_string(path, 1), killpath=[*killpath, "kill"])
+        ignores = start_holder(
+            d, resource_string(path, 2), ignore_term=True, killpath=[*killpath, "ignore"]
+        )
+        try:
+            t = _after_a_renewal(d)
+            with _frozen(mnt):
+                died = _deaths((obeys, ignores), t + FAIL + KILL_GRACE + SLACK + 3)
+                d.check(d.alive, "the daemon exited when its storage hung")
+        finally:
+            stop_process(obeys)
+            ignores_out, _ = stop_process(ignores)
+        log = d.log()
+    runs = [line.split() for line in record.read_text().splitlines()]
+    for mode, pid, when in runs:
+        print(f"killpath {mode} for pid {pid} ran at T+{float(when) - t:.2f} s")
+    for name, proc in (("obeys", obeys), ("ignores", ignores)):
+        shown = f"T+{died[proc.pid] - t:.2f} s" if proc.pid in died else "alive"
+        print(f"holder that {name} the killpath, pid {proc.pid}: rc {proc.returncode}, {shown}")
+
+    # each killpath ran once, at the fail deadline, with its args and the holder's pid
+    assert sorted((mode, int(pid)) for mode, pid, _ in runs) == sorted(
+        [("kill", obeys.pid), ("ignore", ignores.pid)]
+    ), runs
+    for _, _, when in runs:
+        assert t + FAIL - 0.1 <= float(when) <= t + FAIL + SLACK
+    assert f"LS: pid {obeys.pid}: started killpath" in log
+    # the killpath ended one holder; the other got SIGKILL after the grace, never SIGTERM
+    d.check(obeys.pid in died, f"holder pid {obeys.pid} outlived its killpath")
+    assert obeys.returncode == -signal.SIGUSR1
+    d.check(ignores.pid in died, f"holder pid {ignores.pid} still alive after the grace")
+    assert ignores.returncode == -signal.SIGKILL
+    sigkill_at = t + FAIL + KILL_GRACE
+    assert sigkill_at - 0.1 <= died[ignores.pid] <= sigkill_at + SLACK
+    assert "SIGTERM" not in ignores_out
+    assert f"LS: pid {ignores.pid}: sent SIGTERM" not in log
+    assert f"LS: pid {ignores.pid}: sent SIGKILL" in log
