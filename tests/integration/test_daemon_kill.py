@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +29,6 @@ from tests.integration.daemon_proc import (
     LS,
     LS_OFFSET,
     DaemonProcess,
-    MiB,
     daemon_process,
     hosts,
     lease_file,
@@ -40,7 +36,7 @@ from tests.integration.daemon_proc import (
     start_holder,
     stop_process,
 )
-from tests.loopdev import loop_device, require
+from tests.loopdev import ext4_mount, frozen
 
 KILL_GRACE = 2  # the daemon's -g: SIGKILL from T + 8N + 2
 FAIL = 8 * IO_TIMEOUT  # T + 8N: recovery, SIGTERM
@@ -91,48 +87,14 @@ def test_killed_holder_frees_its_lease_at_once(tmp_path: Path) -> None:
 # --- storage that stops answering ------------------------------------------------------------
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, check=False)
-
-
-def _must(*args: str) -> None:
-    done = _run(*args)
-    require(done.returncode == 0, f"{' '.join(args)} failed: {done.stderr.strip()}")
-
-
-@contextlib.contextmanager
-def _ext4(tmp_path: Path) -> Iterator[Path]:
+def _ext4(tmp_path: Path) -> contextlib.AbstractContextManager[Path]:
     """A fresh ext4 on a loop device, mounted; thawed, unmounted and detached after."""
-    for tool in ("losetup", "mkfs.ext4", "mount", "umount", "fsfreeze"):
-        require(shutil.which(tool), f"needs {tool}")
-    backing = tmp_path / "ext4.img"
-    with backing.open("wb") as f:
-        f.truncate(64 * MiB)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    with loop_device(backing) as dev:
-        _must("mkfs.ext4", "-q", "-F", dev)
-        _must("mount", dev, str(mnt))
-        try:
-            yield mnt
-        finally:
-            _run("fsfreeze", "--unfreeze", str(mnt))  # in case the test left it frozen
-            if _run("umount", str(mnt)).returncode != 0:
-                _run("umount", "-l", str(mnt))
+    return ext4_mount(tmp_path / "ext4.img", tmp_path / "mnt")
 
 
-@contextlib.contextmanager
-def _frozen(mnt: Path) -> Iterator[None]:
+def _frozen(mnt: Path) -> contextlib.AbstractContextManager[None]:
     """Writes to ``mnt`` hang until the block ends (or GUARD seconds, as a safety net)."""
-    _must("fsfreeze", "--freeze", str(mnt))
-    guard = threading.Timer(GUARD, _run, ("fsfreeze", "--unfreeze", str(mnt)))
-    guard.daemon = True
-    guard.start()
-    try:
-        yield
-    finally:
-        guard.cancel()
-        _run("fsfreeze", "--unfreeze", str(mnt))
+    return frozen(mnt, GUARD)
 
 
 def _after_a_renewal(d: DaemonProcess) -> int:

@@ -44,7 +44,7 @@ from sync_manager.errors import (
     UsageError,
 )
 from sync_manager.io.disk import DEFAULT_IO_TIMEOUT, FILE_SECTOR_SIZE, Storage
-from tests.loopdev import require
+from tests.loopdev import ext4_mount, frozen, require
 
 MiB = 1 << 20
 
@@ -388,35 +388,14 @@ def test_require_size_says_how_big(lease: Path) -> None:
 def _ext4_on_loop(tmp_path: Path, *, sector_size: int = 512) -> Iterator[Path]:
     """A fresh ext4 on a loop device (with the given logical sector size), mounted."""
     _require_root_tools("losetup", "mkfs.ext4", "mount", "umount")
-    backing = _make_file(tmp_path / "ext4.img", 32 * MiB)
-    dev = _must("losetup", "--find", "--show", "--sector-size", str(sector_size), str(backing))
-    mnt = tmp_path / "ext4"
-    mnt.mkdir()
-    try:
-        _must("mkfs.ext4", "-q", "-F", dev)
-        _must("mount", dev, str(mnt))
-        try:
-            yield mnt
-        finally:
-            _run("fsfreeze", "--unfreeze", str(mnt))  # in case a test left it frozen
-            if _run("umount", str(mnt)).returncode != 0:
-                _run("umount", "-l", str(mnt))
-    finally:
-        _run("losetup", "-d", dev)
+    backing = tmp_path / "ext4.img"
+    with ext4_mount(backing, tmp_path / "ext4", size=32 * MiB, sector_size=sector_size) as mnt:
+        yield mnt
 
 
-@contextlib.contextmanager
-def _frozen(mnt: Path) -> Iterator[None]:
+def _frozen(mnt: Path) -> contextlib.AbstractContextManager[None]:
     """Freeze the filesystem at ``mnt`` (writes to it hang) until the block ends, or GUARD."""
-    _must("fsfreeze", "--freeze", str(mnt))
-    guard = threading.Timer(GUARD, _run, ("fsfreeze", "--unfreeze", str(mnt)))
-    guard.daemon = True
-    guard.start()
-    try:
-        yield
-    finally:
-        guard.cancel()
-        _run("fsfreeze", "--unfreeze", str(mnt))
+    return frozen(mnt, GUARD)
 
 
 @pytest.mark.root
