@@ -25,7 +25,9 @@ What libvirt does, and what is checked (spec/sanlock-protocol.md section 7, spec
 * ``<on_lockfailure>``: when host 2 asks for the lease (REQUEST, graceful), host 1's daemon
   runs the killpath libvirt registered, ``libvirt_sanlock_helper <uri> <uuid> <action>``,
   which powers the domain off or pauses it; either way the lease is released and host 2 gets
-  it. Leaving a lockspace (rem_lockspace) instead SIGKILLs the holder: libvirt sees a crash;
+  it. The same when host 1's renewals fail (its lockspace's filesystem frozen): at T + 8N the
+  killpath, not a signal. Leaving a lockspace (rem_lockspace) instead SIGKILLs the holder:
+  libvirt sees a crash;
 * a restarted libvirtd finds its lockspace joined ("already registered") and its running
   domain's leases as they were.
 
@@ -37,11 +39,13 @@ qemu-system-x86 and qemu-utils; in CI a missing one fails, elsewhere the module 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +63,14 @@ from tests.interop.libvirt_hosts import (
     require_libvirt,
     wait_for,
 )
+from tests.loopdev import ext4_mount, frozen
 
 pytestmark = pytest.mark.interop
 
 IO_TIMEOUT = 1
 LS = "LV"  # the explicit lockspace both hosts join
 FENCE = "FENCE"  # a lockspace host 1 alone joins, and leaves with a domain holding a lease in it
+HUNG = "HUNG"  # a lockspace host 1 alone joins, on a filesystem the test freezes
 DISKS = "__LIBVIRT__DISKS__"
 SAME_HOST = "Failed to acquire lock: File exists"  # -EEXIST: held by another pid here
 OTHER_HOST = "Failed to acquire lock: Lease is held by another host"  # -243
@@ -80,6 +86,7 @@ class Cluster:
     dom_type: str
     base: Path
     lease_dir: Path
+    hung_mnt: Path  # an ext4 of its own, with lockspace HUNG (host 1), to freeze
     host1: LibvirtHost
     host2: LibvirtHost
     token: str
@@ -109,23 +116,26 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     lease_dir = base / "leases"
     lease_dir.mkdir()
     hosts = [LibvirtHost(kind, i, base, lease_dir, IO_TIMEOUT) for i in (1, 2)]
-    try:
-        ls_file = lease_dir / "lv.ls"
-        with ls_file.open("wb") as f:
-            f.truncate(1024 * 1024)
-        fence_file = lease_dir / "fence.ls"
-        with fence_file.open("wb") as f:
-            f.truncate(1024 * 1024)
-        direct_init(kind, "-o", str(IO_TIMEOUT), "-s", f"{LS}:0:{ls_file}:0")
-        direct_init(kind, "-o", str(IO_TIMEOUT), "-s", f"{FENCE}:0:{fence_file}:0")
-        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, base, ignore_errors=True)
+        # mounted before the hosts' namespaces are made, so that they see it too
+        hung_mnt = stack.enter_context(ext4_mount(base / "hung.img", base / "hung"))
+        stack.callback(_stop_all, hosts)
+        ls_file, fence_file = lease_dir / "lv.ls", lease_dir / "fence.ls"
+        hung_file = hung_mnt / "hung.ls"
+        for path in (ls_file, fence_file, hung_file):
+            with path.open("wb") as f:
+                f.truncate(1024 * 1024)
+        for name, path in ((LS, ls_file), (FENCE, fence_file), (HUNG, hung_file)):
+            direct_init(kind, "-o", str(IO_TIMEOUT), "-s", f"{name}:0:{path}:0")
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
             for started in [pool.submit(h.start_daemon) for h in hosts]:
                 started.result()
             joins = [
                 pool.submit(h.client, "add_lockspace", "-o", str(IO_TIMEOUT),
                             "-s", f"{name}:{h.host_id}:{path}:0")
                 for h, name, path in ((hosts[0], LS, ls_file), (hosts[1], LS, ls_file),
-                                      (hosts[0], FENCE, fence_file))
+                                      (hosts[0], FENCE, fence_file), (hosts[0], HUNG, hung_file))
             ]  # fmt: skip
             # Meanwhile the libvirtds, one after the other: the first one writes
             # __LIBVIRT__DISKS__ (through its lease daemon), the second one finds and joins it.
@@ -136,11 +146,14 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
                 assert done.returncode == 0, f"add_lockspace: {done.stdout}{done.stderr}\n" + (
                     "\n".join(h.diagnostics() for h in hosts)
                 )
-        yield Cluster(kind, dom_type, base, lease_dir, hosts[0], hosts[1], secrets.token_hex(2))
-    finally:
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            pool.map(LibvirtHost.stop, hosts)
-        shutil.rmtree(base, ignore_errors=True)
+        yield Cluster(
+            kind, dom_type, base, lease_dir, hung_mnt, hosts[0], hosts[1], secrets.token_hex(2)
+        )
+
+
+def _stop_all(hosts: list[LibvirtHost]) -> None:
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        pool.map(LibvirtHost.stop, hosts)
 
 
 def _held(host: LibvirtHost, pid: int) -> dict[tuple[str, str], int]:
@@ -362,3 +375,39 @@ def test_rem_lockspace_kills_the_holder(cluster: Cluster) -> None:
              RELEASE_SECONDS)  # fmt: skip
     assert not _held(h1, pid_a)
     assert f"s {FENCE}:" not in h1.status()
+
+
+def test_on_lockfailure_when_renewals_fail(cluster: Cluster) -> None:
+    """Host 1's storage of lockspace HUNG stops answering (fsfreeze): at T + 8N its lease
+    daemon runs the killpath libvirt registered for each domain holding a lease there, and
+    libvirt acts by ``<on_lockfailure>``: ``poweroff`` destroys the domain, ``pause`` pauses
+    it (QEMU lives on, its leases released); no SIGTERM, no SIGKILL."""
+    h1 = cluster.host1
+    actions = ("poweroff", "pause")
+    leases = {action: cluster.lease(f"hung-{action}", HUNG) for action in actions}
+    names = {action: cluster.name(f"h{action[:2]}") for action in actions}
+    pids = {}
+    for action, lease in leases.items():
+        h1.define(names[action], cluster.dom_type, (lease,), on_lockfailure=action)
+        h1.virsh("start", names[action])
+        pids[action] = h1.qemu_pid(names[action])
+        assert (HUNG, lease.key) in _held(h1, pids[action])
+
+    with frozen(cluster.hung_mnt, guard=60.0):
+        frozen_at = time.monotonic()
+        for action, lease in leases.items():
+            wait_for(f"host 1 to give up {lease.key} ({action}) after its renewals fail",
+                     lambda: (HUNG, lease.key) not in _held(h1, pids[action]),  # noqa: B023
+                     8 * IO_TIMEOUT + 2 * IO_TIMEOUT + RELEASE_SECONDS)  # fmt: skip
+        wait_for(f"{names['poweroff']} to be shut off",
+                 lambda: h1.state(names["poweroff"]) == "shut off", RELEASE_SECONDS)  # fmt: skip
+        took = time.monotonic() - frozen_at
+        reasons = {a: h1.virsh("domstate", "--reason", n).stdout.strip() for a, n in names.items()}
+        print(f"{cluster.kind}: leases given up {took:.1f} s after the freeze; {reasons}")
+        assert h1.state(names["pause"]) == "paused"
+        assert os.path.exists(f"/proc/{pids['pause']}")  # QEMU lives on, without its leases
+        assert not _held(h1, pids["pause"])
+        assert reasons["poweroff"] == "shut off (destroyed)"  # by libvirt, not a crash
+        # recovery began no sooner than the fail deadline: T + 8N, with T at most 2N ago
+        assert took >= 8 * IO_TIMEOUT - 2 * IO_TIMEOUT
+        h1.virsh("destroy", names["pause"])
