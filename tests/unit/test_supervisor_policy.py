@@ -429,7 +429,20 @@ def test_remove_during_renewal_failure_recovery_switches_to_sigkill() -> None:
 def test_remove_in_the_warning_window_warns_and_starts_recovery() -> None:
     d = decide(105.0, failing(removing=True), [PLAIN], T10)
     assert d.lockspace.recovery is Reason.REM_LOCKSPACE
-    assert [n.severity for n in d.notices] == [Severity.WARNING, Severity.ERROR]
+    # the renewal warning, then the removal, which kills a holder
+    assert [n.severity for n in d.notices] == [Severity.WARNING, Severity.WARNING]
+
+
+def test_recovery_is_an_error_only_when_renewals_fail() -> None:
+    def severity(ls: LockspaceState, now: float, clients: list[ClientState]) -> Severity:
+        (notice,) = [n for n in decide(now, ls, clients, T10).notices if "recovery" in n.text]
+        return notice.severity
+
+    assert severity(failing(), 120.0, [PLAIN]) is Severity.ERROR
+    assert severity(failing(corrupt=True), 101.0, []) is Severity.ERROR
+    assert severity(failing(removing=True), 101.0, [PLAIN]) is Severity.WARNING
+    assert severity(failing(removing=True), 101.0, []) is Severity.INFO  # a routine leave
+    assert severity(failing(shutting_down=True), 101.0, []) is Severity.INFO
 
 
 def test_recovery_reason_order() -> None:

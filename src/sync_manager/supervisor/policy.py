@@ -140,6 +140,7 @@ class Fencing(enum.Enum):
 class Severity(enum.IntEnum):
     """How loudly to log a notice; the values are the :mod:`logging` levels."""
 
+    INFO = 20
     WARNING = 30
     ERROR = 40
     CRITICAL = 50
@@ -284,6 +285,14 @@ def recovery_reason(now: float, lockspace: LockspaceState, timeouts: Timeouts) -
     return None
 
 
+def _recovery_severity(reason: Reason, *, holders: int) -> Severity:
+    """A failing renewal is an error; leaving on request is routine, a warning only when it
+    kills lease holders."""
+    if reason in (Reason.RENEWAL_CORRUPT, Reason.RENEWAL_FAILED):
+        return Severity.ERROR
+    return Severity.WARNING if holders else Severity.INFO
+
+
 def _restricted(action: Action, client: ClientState) -> Action:
     """Apply the restrict flags to a signal, in sanlock's order (SIGKILL rule first)."""
     if action is Action.SIGKILL and client.restrict_sigkill:
@@ -422,7 +431,7 @@ def decide(
             ls, started = replace(ls, recovery=reason), True
             notices.append(
                 Notice(
-                    Severity.ERROR,
+                    _recovery_severity(reason, holders=len(live)),
                     f"recovery started ({reason.value}): last successful renewal {gap:.1f} s "
                     f"ago; killing {len(live)} lease holder(s)",
                 )
