@@ -355,6 +355,19 @@ def test_procfs_refuses_o_direct() -> None:
         Storage.open("/proc/self/status", readonly=True)
 
 
+def test_a_large_buffer_is_given_back_and_grows_again(lease: Path) -> None:
+    with Storage.open(str(lease)) as disk:
+        assert not disk.shrink_buffer()  # one page: nothing to give back
+        whole = disk.read(0, MiB)
+        assert disk.shrink_buffer()  # the 1 MiB buffer of that read
+        assert not disk.shrink_buffer()
+        assert disk.read(0, MiB) == whole  # grown again
+        disk.write(MiB - 512, _pattern(5, 512))
+        assert disk.read(MiB - 512, 512) == _pattern(5, 512)
+        assert disk.shrink_buffer()
+    assert not disk.shrink_buffer()  # closed
+
+
 # --- short reads ------------------------------------------------------------------------------
 
 
@@ -428,7 +441,7 @@ def test_hung_write_times_out_and_holds_back_the_next_io(tmp_path: Path) -> None
         _make_file(mnt / "lease", MiB, _pattern(1, 512))
         disk = Storage.open(str(mnt / "lease"), io_timeout=SHORT_TIMEOUT)
         try:
-            assert disk.read(0, 512) == _pattern(1, 512)
+            assert disk.read(0, MiB)[:512] == _pattern(1, 512)  # grows the buffer to 1 MiB
             with _frozen(mnt):
                 # Real waits of SHORT_TIMEOUT each: the deadline is what is under test.
                 start = time.monotonic()
@@ -443,6 +456,7 @@ def test_hung_write_times_out_and_holds_back_the_next_io(tmp_path: Path) -> None
                 with pytest.raises(IOTimeout, match="earlier write"):
                     disk.write(4096, _pattern(3, 512), timeout=0.1)
                 assert len(_io_threads(disk)) == 1  # one hung I/O costs one thread, not more
+                assert not disk.shrink_buffer()  # the kernel may still write from that buffer
             # Thawed: the abandoned write lands, the next I/O goes through.
             assert disk.read(0, 512, timeout=5) == _pattern(2, 512)
             disk.write(4096, _pattern(4, 512))

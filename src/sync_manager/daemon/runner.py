@@ -31,6 +31,9 @@ T = TypeVar("T")
 
 RESOURCES = "resources"
 LEASE_STRIPES = 8  # leases whose I/O runs in parallel: at most this many storages per file
+# A storage that read 1 MiB (a lease with 2000 hosts, a renewal) keeps that buffer while busy;
+# after this many idle seconds it is given back, so a burst of work leaves no memory behind.
+BUFFER_IDLE = 10.0
 
 
 class _SharedDriver(Driver):
@@ -97,6 +100,13 @@ class Runner:
         """Drive one core ``step`` on a worker thread."""
         driver = self.driver(purpose, io_timeout)
         return await self.call(lambda: driver.run(step))
+
+    def shrink_idle_buffers(self, now: float, idle: float = BUFFER_IDLE) -> int:
+        """Give back the large I/O buffers of storage idle for ``idle`` seconds (never waits;
+        for the event loop). How many were given back."""
+        with self._lock:
+            storages = list(self._storage.values())
+        return sum(s.shrink_buffer() for s in storages if now - s.last_io_end >= idle)
 
     def forget(self, path: str, purpose: str) -> None:
         """Close the storage of ``path`` for ``purpose`` (a lockspace that ended), without

@@ -287,11 +287,13 @@ class Daemon:
         return True
 
     async def tick_forever(self, interval: float = 1.0) -> None:
-        """Feed the watchdog (when every armed lockspace allows it) and reap killpath
-        programs, whether or not any lockspace is joined."""
+        """Feed the watchdog (when every armed lockspace allows it), reap killpath
+        programs and give back idle I/O buffers, whether or not any lockspace is joined."""
         while True:
-            self.watchdog.tick(time.monotonic())
+            now = time.monotonic()
+            self.watchdog.tick(now)
             self.executor.reaper.reap()
+            self.runner.shrink_idle_buffers(now)
             await asyncio.sleep(interval)
 
     def close(self) -> None:

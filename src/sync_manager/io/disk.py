@@ -178,6 +178,7 @@ class Storage:
         self._buf = mmap.mmap(-1, mmap.PAGESIZE)
         self._view = memoryview(self._buf)
         self._old_buffers: list[mmap.mmap] = []
+        self.last_io_end = time.monotonic()  # when the latest I/O ended (or this was opened)
 
     # --- opening -----------------------------------------------------------------------------
 
@@ -352,6 +353,7 @@ class Storage:
             if op.error is None and op.nbytes == length:
                 return self._buf[:length] if data is None else b""
         finally:
+            self.last_io_end = time.monotonic()
             self._lock.release()
         if op.error is not None:
             raise self._io_error(op, op.error)
@@ -376,6 +378,22 @@ class Storage:
                 f"{self.path}: {kind} {what} {length} is not a positive multiple of the sector "
                 f"size {sector}" + (" (pad the data to whole sectors)" if kind == _WRITE else "")
             )
+
+    def shrink_buffer(self) -> bool:
+        """Give back a buffer grown for a large I/O (a 1 MiB read), keeping one page.
+
+        Never waits: does nothing (False) while an I/O runs, while an abandoned one may still
+        be using the buffer, or once closed. The next large I/O grows it again.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed or self._pending is not None or len(self._buf) <= mmap.PAGESIZE:
+                return False
+            self._grow(mmap.PAGESIZE)
+            return True
+        finally:
+            self._lock.release()
 
     def _grow(self, length: int) -> None:
         # Only called with no I/O in flight, so nothing uses the old buffer any more.
