@@ -18,7 +18,8 @@ processes run by ``/usr/bin/python3``, which differ only in ``SANLOCK_RUN_DIR``.
 * **Idle**: over ``--idle`` seconds with that one lockspace joined and no client: CPU from
   ``/proc/PID/stat`` utime+stime (clock ticks) and from the sum of every thread's
   ``/proc/PID/task/TID/schedstat`` run time (ns), of the daemon and its child processes; RSS
-  (``VmRSS``) before any lease was taken and again after the load phases; ``read_bytes``
+  (``VmRSS``) before any lease was taken, right after the load phases and again after 15 s
+  idle; ``read_bytes``
   of ``/proc/PID/io`` over the window.
 * **Renewal I/O**: ``strace -f -p PID`` on both daemons at once for a few renewals; the
   lengths of every ``io_submit`` iocb (sanlock: libaio) and every ``pread64/preadv/preadv2/
@@ -75,6 +76,7 @@ MIB = 1024 * 1024
 IO_TIMEOUT = 1
 WARM_UP = 3  # cycles dropped at the start of each latency block
 CLIENTS = 8  # resources R0..R7, one per client in the throughput run
+SETTLE_SECONDS = 15.0  # idle after the load before RSS is taken again (buffers given back at 10)
 FILE_MIB = 12
 KINDS = ("ours", "sanlock")
 BEGIN, END = "<!-- daemon_bench -->", "<!-- /daemon_bench -->"
@@ -620,6 +622,7 @@ class Results:
     joins: dict[str, float]
     idle: dict[Daemon, Idle]
     rss_after: dict[Daemon, Snapshot]
+    rss_settled: dict[Daemon, Snapshot]
     renewal: dict[Daemon, IOCount]
     renewal_seconds: float
     lat: dict[str, dict[str, Latency]]  # resource -> kind -> samples
@@ -699,6 +702,11 @@ def table(r: Results) -> Iterator[str]:
     yield (
         f"| RSS MB after the load phases | {ora / 1024:.1f} | {sra / 1024:.1f} "
         f"| {ora / sra:.2f} | ≤ 2: {_verdict(ora <= 2 * sra)} |"
+    )
+    ors, srs = r.rss_settled[ours].rss_kb, r.rss_settled[theirs].rss_kb
+    yield (
+        f"| RSS MB {SETTLE_SECONDS:.0f} s idle after the load phases | {ors / 1024:.1f} "
+        f"| {srs / 1024:.1f} | {ors / srs:.2f} | ≤ 2: {_verdict(ors <= 2 * srs)} |"
     )
     orn, srn = r.renewal[ours], r.renewal[theirs]
     yield (
@@ -912,6 +920,9 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
         rss_after = {d: Snapshot.of(d.pid) for d in daemons}
         loads.append(("after the load phases", os.getloadavg()))
         floors.append(("after the load phases", write_floor(workdir)))
+        print(f"idle {SETTLE_SECONDS:.0f} s after the load", file=sys.stderr)
+        time.sleep(SETTLE_SECONDS)
+        rss_settled = {d: Snapshot.of(d.pid) for d in daemons}
     finally:
         parallel([lambda d=d: d.stop() for d in started])  # type: ignore[misc]
     fo = None
@@ -924,6 +935,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
         joins={"ours": join_times[0], "sanlock": join_times[1]},
         idle=idle,
         rss_after=rss_after,
+        rss_settled=rss_settled,
         renewal=renewal,
         renewal_seconds=args.trace,
         lat=lat,
