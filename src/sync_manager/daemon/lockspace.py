@@ -170,8 +170,8 @@ class Lockspace:
             # (sanlock's lockspace thread renews at once too); if this renewal fails, that
             # clock runs out and the lockspace ends, holding nothing yet.
             log.info(
-                "lockspace %s: the join waited %.0f s (the io_timeout on disk is longer than %d "
-                "s); renewing now",
+                "lockspace %s: the join's write is %.0f s old (its wait follows the io_timeout "
+                "on disk, not our %d s); renewing now",
                 self.name,
                 waited,
                 self.io_timeout,
