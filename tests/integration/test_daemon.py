@@ -305,6 +305,25 @@ def test_lver_mismatch(joined: tuple[DaemonProcess, Path]) -> None:
         reg.release("LS:r5")
 
 
+def test_live_areas_are_not_rewritten(joined: tuple[DaemonProcess, Path]) -> None:
+    # Beyond sanlock, which writes them: a lockspace this host has joined (every host's delta
+    # lease would be erased) and a lease held here (it would be free on disk while held).
+    d, path = joined
+    res = resource_string(path, 7)
+    with pytest.raises(SanlockError) as joined_ls:
+        d.api.write_lockspace("OTHER", path, LS_OFFSET, io_timeout=IO_TIMEOUT)
+    assert _code(joined_ls) == -errno.EBUSY
+    with d.api.register() as reg:
+        reg.acquire(res)
+        with pytest.raises(SanlockError) as held:
+            d.api.write_resource(f"LS:renamed:{path}:{7 * MiB}")  # the same area, any name
+        assert _code(held) == -errno.EBUSY
+        assert [lease.lver for lease in reg.inquire()] == [1]
+    d.api.write_resource(res)  # released: allowed again
+    assert "write_resource LS:renamed refused: LS:r7" in d.log()
+    assert "write_lockspace OTHER at" in d.log()
+
+
 def test_unknown_lockspace(joined: tuple[DaemonProcess, Path]) -> None:
     d, path = joined
     with d.api.register() as reg:

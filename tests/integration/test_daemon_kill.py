@@ -84,6 +84,35 @@ def test_killed_holder_frees_its_lease_at_once(tmp_path: Path) -> None:
         assert f"pid {holder.pid}: connection closed, releasing 1 lease(s)" in d.log()
 
 
+def test_an_overwritten_delta_lease_fences_at_once(tmp_path: Path) -> None:
+    """Someone writes the lockspace over a joined host (``direct init -s`` by mistake, from
+    anywhere but this daemon, which refuses): the next renewal finds our delta lease gone
+    and, as sanlock, the holders are fenced at once (SIGTERM), not at T + 8N."""
+    path = lease_file(tmp_path / "leases")
+    with daemon_process() as d:
+        _setup(d, path, 1)
+        holder = start_holder(d, resource_string(path, 1))
+        try:
+            _after_a_renewal(d)
+            subprocess.run(
+                [sys.executable, "-m", "sync_manager", "direct", "init", "-o", str(IO_TIMEOUT),
+                 "-s", f"{LS}:0:{path}:{LS_OFFSET}"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            overwritten = time.monotonic()
+            died = _deaths((holder,), overwritten + 2 * IO_TIMEOUT + SLACK + 3)
+        finally:
+            stop_process(holder)
+        log = d.log()
+    d.check(holder.pid in died, "the holder outlived the overwrite of our delta lease")
+    print(f"holder dead {died[holder.pid] - overwritten:.2f} s after the overwrite")
+    assert holder.returncode == -signal.SIGTERM
+    # by the next renewal (2N), far sooner than the 8N of a failing one
+    assert died[holder.pid] - overwritten <= 2 * IO_TIMEOUT + SLACK
+    assert "our delta lease was overwritten" in log
+    assert "recovery started (renewal corrupt)" in log
+
+
 # --- storage that stops answering ------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ translates between the wire structs and ``direct``'s arguments and results.
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from sync_manager.daemon.handlers import Context
 
 __all__ = ["register"]
+
+log = logging.getLogger("sync_manager.handlers")
 
 _GEOMETRY_FLAGS = 0x3F0  # the ALIGN* and SECTOR* bits of a resource's or lockspace's flags
 
@@ -78,7 +81,16 @@ async def _align(ctx: Context, req: p.Align) -> p.Reply:
 
 async def _write_lockspace(ctx: Context, req: p.WriteLockspace) -> p.Reply:
     ls = req.lockspace
-    spec = LockspaceSpec(ls.lockspace, 0, DiskLocation(ls.disk.path_str, ls.disk.offset))
+    area = (ls.disk.path_str, ls.disk.offset)
+    joined = next((j for j in ctx.daemon.lockspaces if (j.path, j.offset) == area), None)
+    if joined is not None:  # beyond sanlock, which writes: every host's delta lease would go
+        log.warning(
+            "write_lockspace %s at %s:%d refused: this host has joined lockspace %s there; "
+            "writing it would erase every host's delta lease (rem_lockspace first)",
+            ls.lockspace, ls.disk.path_str, ls.disk.offset, joined.name,
+        )  # fmt: skip
+        return p.Result(-errno.EBUSY)
+    spec = LockspaceSpec(ls.lockspace, 0, DiskLocation(*area))
     sector, align = _sizes(ls.flags)
     await ctx.daemon.runner.call(
         lambda: direct.init_lockspace(
@@ -89,6 +101,16 @@ async def _write_lockspace(ctx: Context, req: p.WriteLockspace) -> p.Reply:
 
 
 async def _write_resource(ctx: Context, req: p.WriteResource) -> p.Reply:
+    areas = {(d.path_str, d.offset) for d in req.resource.disks}
+    holders = ctx.daemon.resources.held.values()
+    held = next((t for ts in holders for t in ts if areas.intersection(t.core.disks)), None)
+    if held is not None:  # beyond sanlock, which writes: the lease would be free for all
+        log.warning(
+            "write_resource %s:%s refused: %s is held here by pid %d; writing it would free "
+            "it on disk while it is held (release it first)",
+            req.resource.lockspace, req.resource.resource, held.text(), held.client.peer.pid,
+        )  # fmt: skip
+        return p.Result(-errno.EBUSY)
     spec = _resource_spec(req.resource)
     sector, align = _sizes(req.resource.flags)
     await ctx.daemon.runner.call(
