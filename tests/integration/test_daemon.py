@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -307,21 +307,33 @@ def test_lver_mismatch(joined: tuple[DaemonProcess, Path]) -> None:
 
 def test_live_areas_are_not_rewritten(joined: tuple[DaemonProcess, Path]) -> None:
     # Beyond sanlock, which writes them: a lockspace this host has joined (every host's delta
-    # lease would be erased) and a lease held here (it would be free on disk while held).
+    # lease would be erased) and a lease held here (it would be free on disk while held),
+    # whatever the name written and wherever the area written overlaps them.
     d, path = joined
     res = resource_string(path, 7)
-    with pytest.raises(SanlockError) as joined_ls:
-        d.api.write_lockspace("OTHER", path, LS_OFFSET, io_timeout=IO_TIMEOUT)
-    assert _code(joined_ls) == -errno.EBUSY
+    over_lockspace: list[Callable[[], object]] = [
+        lambda: d.api.write_lockspace("OTHER", path, LS_OFFSET, io_timeout=IO_TIMEOUT),
+        lambda: d.api.write_resource(f"LS:over-ls:{path}:{LS_OFFSET + 512 * 1024}"),
+    ]
+    for write in over_lockspace:
+        with pytest.raises(SanlockError) as joined_ls:
+            write()
+        assert _code(joined_ls) == -errno.EBUSY
     with d.api.register() as reg:
         reg.acquire(res)
-        with pytest.raises(SanlockError) as held:
-            d.api.write_resource(f"LS:renamed:{path}:{7 * MiB}")  # the same area, any name
-        assert _code(held) == -errno.EBUSY
+        over_lease: list[Callable[[], object]] = [
+            lambda: d.api.write_resource(f"LS:renamed:{path}:{7 * MiB}"),
+            lambda: d.api.write_lockspace("OVER", path, 7 * MiB, io_timeout=IO_TIMEOUT),
+        ]
+        for write in over_lease:
+            with pytest.raises(SanlockError) as held:
+                write()
+            assert _code(held) == -errno.EBUSY
         assert [lease.lver for lease in reg.inquire()] == [1]
     d.api.write_resource(res)  # released: allowed again
-    assert "write_resource LS:renamed refused: LS:r7" in d.log()
-    assert "write_lockspace OTHER at" in d.log()
+    log = d.log()
+    assert f"write_resource LS:renamed refused: {path}:{7 * MiB} is within lease LS:r7" in log
+    assert f"write_lockspace OTHER refused: {path}:0 is within lockspace LS" in log
 
 
 def test_unknown_lockspace(joined: tuple[DaemonProcess, Path]) -> None:

@@ -60,6 +60,42 @@ def _sizes(flags: int) -> tuple[int | None, int | None]:
     return sector_from_flags(flags) or None, align_from_flags(flags) or None
 
 
+def _area_size(sector_size: int | None, align_size: int | None) -> int:
+    """The bytes a write of a lockspace or lease area with these sizes covers (what
+    ``direct.init_*`` picks when they are not given: 1 MiB, or 8 MiB for 4 KiB sectors)."""
+    return align_size or Geometry.default_for(sector_size or 512).align_size
+
+
+def _live_area_at(ctx: Context, path: str, offset: int, size: int) -> str | None:
+    """Why ``size`` bytes at ``path:offset`` must not be written now, or None.
+
+    Beyond sanlock, which writes them: a lockspace this host has joined (every host's delta
+    lease there would be erased) or a lease one of its processes holds (it would be free on
+    disk while held: two writers). The paths are compared as given, as sanlock matches them.
+    """
+
+    def overlaps(at: int, length: int) -> bool:
+        return at < offset + size and offset < at + length
+
+    for ls in ctx.daemon.lockspaces:
+        length = ls.core.geometry.align_size if ls.core is not None else MIB
+        if ls.path == path and overlaps(ls.offset, length):
+            return (
+                f"{path}:{offset} is within lockspace {ls.name}, which this host has joined; "
+                "writing it would erase every host's delta lease (rem_lockspace first)"
+            )
+    for tokens in ctx.daemon.resources.held.values():
+        for token in tokens:
+            length = token.core.geometry.align_size
+            if any(where == path and overlaps(at, length) for where, at in token.core.disks):
+                return (
+                    f"{path}:{offset} is within lease {token.text()}, held here by pid "
+                    f"{token.client.peer.pid}; writing it would free it on disk while it is "
+                    "held (release it first)"
+                )
+    return None
+
+
 def _geometry_flags(sector_size: int, align_size: int) -> int:
     return sector_flag(sector_size) | align_flag(align_size)
 
@@ -81,17 +117,12 @@ async def _align(ctx: Context, req: p.Align) -> p.Reply:
 
 async def _write_lockspace(ctx: Context, req: p.WriteLockspace) -> p.Reply:
     ls = req.lockspace
-    area = (ls.disk.path_str, ls.disk.offset)
-    joined = next((j for j in ctx.daemon.lockspaces if (j.path, j.offset) == area), None)
-    if joined is not None:  # beyond sanlock, which writes: every host's delta lease would go
-        log.warning(
-            "write_lockspace %s at %s:%d refused: this host has joined lockspace %s there; "
-            "writing it would erase every host's delta lease (rem_lockspace first)",
-            ls.lockspace, ls.disk.path_str, ls.disk.offset, joined.name,
-        )  # fmt: skip
-        return p.Result(-errno.EBUSY)
-    spec = LockspaceSpec(ls.lockspace, 0, DiskLocation(*area))
     sector, align = _sizes(ls.flags)
+    busy = _live_area_at(ctx, ls.disk.path_str, ls.disk.offset, _area_size(sector, align))
+    if busy is not None:
+        log.warning("write_lockspace %s refused: %s", ls.lockspace, busy)
+        return p.Result(-errno.EBUSY)
+    spec = LockspaceSpec(ls.lockspace, 0, DiskLocation(ls.disk.path_str, ls.disk.offset))
     await ctx.daemon.runner.call(
         lambda: direct.init_lockspace(
             spec, io_timeout=req.io_timeout or 10, sector_size=sector, align_size=align
@@ -101,18 +132,15 @@ async def _write_lockspace(ctx: Context, req: p.WriteLockspace) -> p.Reply:
 
 
 async def _write_resource(ctx: Context, req: p.WriteResource) -> p.Reply:
-    areas = {(d.path_str, d.offset) for d in req.resource.disks}
-    holders = ctx.daemon.resources.held.values()
-    held = next((t for ts in holders for t in ts if areas.intersection(t.core.disks)), None)
-    if held is not None:  # beyond sanlock, which writes: the lease would be free for all
-        log.warning(
-            "write_resource %s:%s refused: %s is held here by pid %d; writing it would free "
-            "it on disk while it is held (release it first)",
-            req.resource.lockspace, req.resource.resource, held.text(), held.client.peer.pid,
-        )  # fmt: skip
-        return p.Result(-errno.EBUSY)
-    spec = _resource_spec(req.resource)
     sector, align = _sizes(req.resource.flags)
+    size = _area_size(sector, align)
+    for disk in req.resource.disks:
+        busy = _live_area_at(ctx, disk.path_str, disk.offset, size)
+        if busy is not None:
+            name = f"{req.resource.lockspace}:{req.resource.resource}"
+            log.warning("write_resource %s refused: %s", name, busy)
+            return p.Result(-errno.EBUSY)
+    spec = _resource_spec(req.resource)
     await ctx.daemon.runner.call(
         lambda: direct.init_resource(
             spec,
