@@ -378,6 +378,8 @@ U_NO_RESTRICT = ["-U", "nobody", "--no-restrict", "-c", "true"]
         (["daemon", "-D", "-l", "a:/x:0", "-c", "true"], "-D cannot go with -c"),
         (["daemon", "-s", "LS:1:/x:0", "-l", "a:/x:0", *U_NO_RESTRICT], "--no-restrict cannot"),
         (["daemon", "-U", "no-such-user-here", "-l", "LS:a:/x:0", "-c", "true"], "no such user"),
+        (["client", "command", "-r", "LS:a:/x:0"], "-c COMMAND [ARGS...] is required"),
+        (["client", "command", "-r", "LS:a:/x:0", "stray"], "unexpected arguments: stray"),
     ],
 )
 def test_usage_errors_run_nothing(

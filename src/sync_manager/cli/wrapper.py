@@ -128,6 +128,8 @@ def wants_command(args: argparse.Namespace) -> bool:
 
 def _command_argv(args: argparse.Namespace) -> tuple[str, ...]:
     if args.exec_argv is None:
+        if not args.exec_rest:
+            raise UsageError("-c COMMAND [ARGS...] is required: the command to run under leases")
         raise UsageError(f"unexpected arguments: {' '.join(args.exec_rest)}")
     return (*args.exec_argv, *args.exec_rest)
 
