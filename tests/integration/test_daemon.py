@@ -319,6 +319,7 @@ def test_live_areas_are_not_rewritten(joined: tuple[DaemonProcess, Path]) -> Non
         with pytest.raises(SanlockError) as joined_ls:
             write()
         assert _code(joined_ls) == -errno.EBUSY
+        assert "overlaps a lockspace this host has joined" in str(joined_ls.value)
     with d.api.register() as reg:
         reg.acquire(res)
         over_lease: list[Callable[[], object]] = [

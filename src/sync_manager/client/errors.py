@@ -22,6 +22,17 @@ __all__ = [
 ]
 
 
+_IN_USE = (
+    "the area overlaps a lockspace this host has joined or a lease one of its processes "
+    "holds, so the daemon will not write it (its log says which)"
+)
+# What a code means for one command, where that says more than the code's own description.
+_DETAILS = {
+    ("write_lockspace", -errno.EBUSY): _IN_USE,
+    ("write_resource", -errno.EBUSY): _IN_USE,
+}
+
+
 class SanlockError(SyncManagerError):
     """A client request failed; ``code`` is sanlock's negative result, ``name`` its name.
 
@@ -32,7 +43,9 @@ class SanlockError(SyncManagerError):
         self.command = command
         self.code = code
         self.name = code_name(code)
-        self.detail = detail if detail is not None else describe(code)
+        if detail is None:
+            detail = _DETAILS.get((command, code)) or describe(code)
+        self.detail = detail
         super().__init__(f"{command} failed: {self.detail} ({self.name}, {code})")
 
 
