@@ -68,6 +68,23 @@ def test_init_prints_done_and_extends_file(leases: Path) -> None:
     assert "num_hosts 16" in out.splitlines()
 
 
+def test_init_refuses_live_areas_unless_forced(leases: Path) -> None:
+    # Beyond sanlock, which writes anyway: a held lease or a host id in use is not wiped.
+    ok("direct", "acquire_id", "-s", f"LS:1:{leases}:0", "-e", "host1")
+    ok("direct", "acquire", "-r", f"LS:R1:{leases}:1M", "-i", "1", "-g", "1")
+    before = digest(leases)
+    err = fails("direct", "init", "-r", f"LS:R1:{leases}:1M")
+    assert "holds lease LS:R1, held by host 1 (lver 1)" in err
+    assert "--force" in err
+    err = fails("direct", "init", "-s", f"LS:0:{leases}:0")
+    assert "host id 1 is in use" in err
+    assert digest(leases) == before  # nothing written
+    ok("direct", "init", "-r", f"LS:R2:{leases}:2M")  # a free lease: as before
+    ok("direct", "init", "-r", f"LS:R1:{leases}:1M", "--force")
+    assert "timestamp 0" in ok("direct", "read_leader", "-r", f"LS:R1:{leases}:1M").splitlines()
+    ok("direct", "init", "-s", f"LS:0:{leases}:0", "--force")
+
+
 def test_json_outputs(leases: Path) -> None:
     init = json.loads(ok("direct", "init", "-r", f"LS:R3:{leases}:3M", "--json"))
     assert init == {"result": 0, "sector_size": 512, "align_size": MIB, "max_hosts": 2000}

@@ -95,8 +95,8 @@ def test_an_overwritten_delta_lease_fences_at_once(tmp_path: Path) -> None:
         try:
             _after_a_renewal(d)
             subprocess.run(
-                [sys.executable, "-m", "sync_manager", "direct", "init", "-o", str(IO_TIMEOUT),
-                 "-s", f"{LS}:0:{path}:{LS_OFFSET}"],
+                [sys.executable, "-m", "sync_manager", "direct", "init", "--force",
+                 "-o", str(IO_TIMEOUT), "-s", f"{LS}:0:{path}:{LS_OFFSET}"],
                 check=True, capture_output=True,
             )  # fmt: skip
             overwritten = time.monotonic()

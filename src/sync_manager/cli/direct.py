@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 
 from sync_manager import direct, leasestr
 from sync_manager.errors import SyncManagerError, UsageError
+from sync_manager.io.disk import Storage
 from sync_manager.ondisk.geometry import MIB, Geometry, parse_align
 from sync_manager.ondisk.leader import LeaderRecord
+from sync_manager.ondisk.names import decode_name
 
 __all__ = ["add_parser", "leader_fields"]
 
@@ -65,6 +67,12 @@ def add_parser(commands: Any) -> None:
         default=False,
         metavar="0|1",
         help="1: write the resource lease invalid (cleared), so nobody can acquire it",
+    )
+    init.add_argument(
+        "--force",
+        action="store_true",
+        help="write even over a held lease or a lockspace with host ids in use (frees them on "
+        "disk while their holders may run; sanlock always does)",
     )
     _add_geometry(init)
     _add_json(init)
@@ -294,7 +302,45 @@ def _flag(text: str) -> bool:
 # --- actions ---------------------------------------------------------------------------------
 
 
+def _refuse_live_area(args: argparse.Namespace) -> None:
+    """Beyond sanlock, which writes anyway: refuse to init over host ids in use or a held
+    lease (``--force`` writes), since that frees them on disk while their holders may run."""
+    where: leasestr.DiskLocation = (
+        args.lockspace.disk if args.lockspace is not None else args.resource.disks[0]
+    )
+    with Storage.open(where.path, readonly=True) as storage:
+        geometry = direct.choose_geometry(storage, args.sector_size, args.align_size)
+    found = direct.dump(
+        where,
+        geometry.align_size,
+        sector_size=geometry.sector_size,
+        align_size=geometry.align_size,
+    )
+    at = f"{where.path}:{where.offset}"
+    hosts = [
+        str(e.leader.owner_id) for e in found.entries if e.kind == "delta" and e.leader.timestamp
+    ]
+    if hosts:
+        raise UsageError(
+            f"{at} holds a lockspace whose host id{'s' if len(hosts) > 1 else ''} "
+            f"{', '.join(hosts)} {'are' if len(hosts) > 1 else 'is'} in use (joined, or left "
+            "without releasing); init would erase them while those hosts may run: remove the "
+            "lockspace everywhere first, or use --force"
+        )
+    for e in found.entries:
+        holders = [f"host {e.leader.owner_id} (lver {e.leader.lver})"] if e.leader.timestamp else []
+        holders += [f"host {host} (shared)" for host, _ in e.shared]
+        if e.kind == "paxos" and holders:
+            name = f"{decode_name(e.leader.space_name)}:{decode_name(e.leader.resource_name)}"
+            raise UsageError(
+                f"{at} holds lease {name}, held by {', '.join(holders)}; init would free it "
+                "on disk while it may be in use: release it first, or use --force"
+            )
+
+
 def _run_init(args: argparse.Namespace) -> int:
+    if not args.force:
+        _refuse_live_area(args)
     if args.lockspace is not None:
         if args.lockspace.host_id != 0:
             raise UsageError("init -s takes host id 0: LS:0:PATH:OFFSET")
