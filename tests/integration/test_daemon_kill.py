@@ -246,8 +246,8 @@ def test_hung_storage_runs_the_killpath_by_the_fail_deadline(tmp_path: Path) -> 
     assert sorted((mode, int(pid)) for mode, pid, _ in runs) == sorted(
         [("kill", obeys.pid), ("ignore", ignores.pid)]
     ), runs
-    for _, _, when in runs:
-        assert t + FAIL - 0.1 <= float(when) <= t + FAIL + SLACK
+    for _, _, when in runs:  # the time the program wrote, after its own interpreter start-up
+        assert t + FAIL - 0.1 <= float(when) <= t + FAIL + SLACK + 1.0
     assert f"LS: pid {obeys.pid}: started killpath" in log
     # the killpath ended one holder; the other got SIGKILL after the grace, never SIGTERM
     d.check(obeys.pid in died, f"holder pid {obeys.pid} outlived its killpath")
