@@ -9,6 +9,7 @@ match.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,8 +60,7 @@ def done_line(daemon: Daemon, *args: str) -> str:
 def resource_lines(daemon: Daemon) -> list[str]:
     """The ``r`` lines of ``sanlock client status``, pids replaced by ``PID``."""
     lines = [line for line in daemon.client("status").stdout.splitlines() if line.startswith("r ")]
-    return [" ".join("PID" if word.isdigit() and len(word) > 3 else word for word in line.split())
-            for line in lines]  # fmt: skip
+    return [re.sub(r" p \d+\b", " p PID", line) for line in lines]
 
 
 @pytest.mark.interop
