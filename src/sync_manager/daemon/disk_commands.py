@@ -61,8 +61,9 @@ def _sizes(flags: int) -> tuple[int | None, int | None]:
 
 
 def _area_size(sector_size: int | None, align_size: int | None) -> int:
-    """The bytes a write of a lockspace or lease area with these sizes covers (what
-    ``direct.init_*`` picks when they are not given: 1 MiB, or 8 MiB for 4 KiB sectors)."""
+    """The bytes a write of a lockspace or lease area with these sizes covers: the align size
+    given, else the default for the sector size given (512 when none is: on a 4 KiB-sector
+    device ``direct.init_*`` would then write 8 MiB, of which this checks the first 1 MiB)."""
     return align_size or Geometry.default_for(sector_size or 512).align_size
 
 
