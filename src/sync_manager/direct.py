@@ -31,7 +31,7 @@ from sync_manager.ondisk.areas import (
 from sync_manager.ondisk.dblock import MBLOCK_OFFSET, ModeBlock, PaxosDblock
 from sync_manager.ondisk.geometry import MIB, Geometry
 from sync_manager.ondisk.leader import DELTA_MAGIC, PAXOS_MAGIC, LeaderRecord
-from sync_manager.ondisk.names import encode_name
+from sync_manager.ondisk.names import decode_name, encode_name
 from sync_manager.ondisk.request import RequestRecord
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "choose_geometry",
     "dump",
     "existing_geometry",
+    "in_use",
     "init_lockspace",
     "init_resource",
     "open_resource",
@@ -392,6 +393,43 @@ def dump(
             entries.extend(found)
             offset += geometry.align_size
     return DumpResult(geometry, tuple(entries))
+
+
+def in_use(
+    location: DiskLocation, *, sector_size: int | None = None, align_size: int | None = None
+) -> str | None:
+    """Why an init at ``location`` would do harm, or None: host ids held in a lockspace there
+    (joined, or left without releasing), or a lease held there (exclusive or shared). The
+    area is the one an init with these sizes would write."""
+    with Storage.open(location.path, readonly=True) as storage:
+        geometry = choose_geometry(storage, sector_size, align_size)
+    found = dump(
+        location,
+        geometry.align_size,
+        sector_size=geometry.sector_size,
+        align_size=geometry.align_size,
+    )
+    at = f"{location.path}:{location.offset}"
+    hosts = [
+        str(e.leader.owner_id) for e in found.entries if e.kind == "delta" and e.leader.timestamp
+    ]
+    if hosts:
+        many = len(hosts) > 1
+        return (
+            f"{at} holds a lockspace whose host id{'s' if many else ''} {', '.join(hosts)} "
+            f"{'are' if many else 'is'} in use (joined, or left without releasing); init would "
+            "erase them while those hosts may run: remove the lockspace everywhere first"
+        )
+    for e in found.entries:
+        holders = [f"host {e.leader.owner_id} (lver {e.leader.lver})"] if e.leader.timestamp else []
+        holders += [f"host {host} (shared)" for host, _ in e.shared]
+        if e.kind == "paxos" and holders:
+            name = f"{decode_name(e.leader.space_name)}:{decode_name(e.leader.resource_name)}"
+            return (
+                f"{at} holds lease {name}, held by {', '.join(holders)}; init would free it on "
+                "disk while it may be in use: release it first"
+            )
+    return None
 
 
 def _dump_area(area: bytes, offset: int, geometry: Geometry) -> Iterator[DumpEntry]:

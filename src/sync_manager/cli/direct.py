@@ -16,10 +16,8 @@ from typing import Any, TypeVar
 
 from sync_manager import direct, leasestr
 from sync_manager.errors import SyncManagerError, UsageError
-from sync_manager.io.disk import Storage
 from sync_manager.ondisk.geometry import MIB, Geometry, parse_align
 from sync_manager.ondisk.leader import LeaderRecord
-from sync_manager.ondisk.names import decode_name
 
 __all__ = ["add_parser", "leader_fields"]
 
@@ -305,43 +303,11 @@ def _flag(text: str) -> bool:
 def _refuse_live_area(args: argparse.Namespace) -> None:
     """Beyond sanlock, which writes anyway: refuse to init over host ids in use or a held
     lease (``--force`` writes), since that frees them on disk while their holders may run."""
-    locations: tuple[leasestr.DiskLocation, ...] = (
-        (args.lockspace.disk,) if args.lockspace is not None else args.resource.disks
-    )
+    locations = (args.lockspace.disk,) if args.lockspace is not None else args.resource.disks
     for where in locations:
-        with Storage.open(where.path, readonly=True) as storage:
-            geometry = direct.choose_geometry(storage, args.sector_size, args.align_size)
-        found = direct.dump(
-            where,
-            geometry.align_size,
-            sector_size=geometry.sector_size,
-            align_size=geometry.align_size,
-        )
-        at = f"{where.path}:{where.offset}"
-        hosts = [
-            str(e.leader.owner_id)
-            for e in found.entries
-            if e.kind == "delta" and e.leader.timestamp
-        ]
-        if hosts:
-            many = len(hosts) > 1
-            raise UsageError(
-                f"{at} holds a lockspace whose host id{'s' if many else ''} {', '.join(hosts)} "
-                f"{'are' if many else 'is'} in use (joined, or left without releasing); init "
-                "would erase them while those hosts may run: remove the lockspace everywhere "
-                "first, or use --force"
-            )
-        for e in found.entries:
-            holders = (
-                [f"host {e.leader.owner_id} (lver {e.leader.lver})"] if e.leader.timestamp else []
-            )
-            holders += [f"host {host} (shared)" for host, _ in e.shared]
-            if e.kind == "paxos" and holders:
-                name = f"{decode_name(e.leader.space_name)}:{decode_name(e.leader.resource_name)}"
-                raise UsageError(
-                    f"{at} holds lease {name}, held by {', '.join(holders)}; init would free "
-                    "it on disk while it may be in use: release it first, or use --force"
-                )
+        harm = direct.in_use(where, sector_size=args.sector_size, align_size=args.align_size)
+        if harm is not None:
+            raise UsageError(f"{harm}, or use --force")
 
 
 def _run_init(args: argparse.Namespace) -> int:
